@@ -1,0 +1,159 @@
+"""Importance criteria of Diff-Pruning (Section 4 and 5.2): random, magnitude, Taylor, Diff-Pruning.
+
+A *structure* is one prunable channel: every weight that disappears with it (the kernel rows or
+columns of the coupled convolutions and linears, and the scales of the normalisations on it), as
+Torch-Pruning's dependency graph groups them. With w a weight of the structure and g its gradient
+summed over the timesteps used:
+
+- ``random``:       I ~ U(0, 1)                               (Section 5.2)
+- ``magnitude``:    I = sqrt(sum_k w_k^2), the group L2 norm  (Section 5.2)
+- ``taylor``:       I = |sum_k w_k g_k|, over all T timesteps  (Eq. 5-6, the multi-variable Taylor)
+- ``diff-pruning``: I = sum_k |w_k g_k|, over the timesteps kept by the threshold  (Eq. 7, 9, 10)
+
+The gradients come from :func:`accumulate_gradients` (Algorithm 1, lines 1-12).
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import InputError
+
+CRITERIA = ("random", "magnitude", "taylor", "diff-pruning")
+GRADIENT_CRITERIA = ("taylor", "diff-pruning")
+
+
+def check_criterion(name: str) -> str:
+    if name not in CRITERIA:
+        raise InputError(f"unknown criterion {name!r}; choose from {', '.join(CRITERIA)}")
+    return name
+
+
+def noisy_loss(model, images, noise, t: int, alphas_cumprod, **model_kwargs):
+    """L_t of Eq. 2 for one timestep t: ||eps - eps_theta(sqrt(a_t) x + sqrt(1 - a_t) eps, t)||^2 (mean)."""
+    a_t = alphas_cumprod[t].to(images.device, images.dtype)
+    noisy = a_t.sqrt() * images + (1 - a_t).sqrt() * noise
+    timesteps = torch.full((images.shape[0],), t, dtype=torch.long, device=images.device)
+    return F.mse_loss(model(noisy, timesteps, **model_kwargs).sample, noise)
+
+
+@torch.no_grad()
+def timestep_losses(model, images, alphas_cumprod, *, timesteps, seed: int = 0, progress: bool = True, **model_kwargs):
+    """L_t for each t in ``timesteps`` with one batch and one fixed noise (the curve of Figure 5)."""
+    model.eval()
+    noise = fixed_noise(images, seed)
+    return torch.tensor([noisy_loss(model, images, noise, t, alphas_cumprod, **model_kwargs).item()
+                         for t in tqdm(timesteps, desc="L_t", disable=not progress)])
+
+
+def fixed_noise(images, seed: int):
+    """The one noise tensor eps of Algorithm 1, line 3, reused at every timestep; a function of the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+
+
+@dataclass
+class GradientReport:
+    """What :func:`accumulate_gradients` did: the timesteps whose gradients were summed, and every L_t seen."""
+    timesteps_used: list = field(default_factory=list)
+    losses: dict = field(default_factory=dict)  # t -> L_t for every visited t, the stopping one included
+    loss_max: float = 0.0
+    stopped_at: int | None = None  # the first t with L_t / L_max <= T (not used), None if none
+
+
+def accumulate_gradients(model, images, alphas_cumprod, *, threshold: float = 0.0, stride: int = 1,
+                         max_steps: int | None = None, seed: int = 0, progress: bool = True,
+                         **model_kwargs) -> GradientReport:
+    """Sum dL_t/dtheta into ``param.grad`` over the pruned timesteps (Algorithm 1, lines 1-12; Eq. 10).
+
+    Timesteps are visited in ascending order t = 0, stride, 2*stride, ... with one batch of clean
+    ``images`` and one noise tensor (from ``seed``) reused at every t; the model is in eval mode. After
+    computing L_t, L_max = max(L_max, L_t); if L_t / L_max <= threshold the loop stops and that t is
+    *not* used (the paper's Algorithm 1 breaks before back-propagating; Eq. 10 keeps L_t/L_max > T).
+    The official code back-propagates first, so it keeps one timestep more. ``threshold=0`` uses all
+    timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5).
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise InputError(f"threshold must be in [0, 1), got {threshold}")
+    if stride < 1:
+        raise InputError(f"stride must be >= 1, got {stride}")
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    noise = fixed_noise(images, seed)
+    report = GradientReport()
+    steps = range(0, len(alphas_cumprod), stride)
+    bar = tqdm(steps, desc=f"Taylor over timesteps (T={threshold})", disable=not progress)
+    for t in bar:
+        loss = noisy_loss(model, images, noise, t, alphas_cumprod, **model_kwargs)
+        value = loss.item()
+        report.losses[t] = value
+        report.loss_max = max(report.loss_max, value)
+        if value / report.loss_max <= threshold:
+            report.stopped_at = t
+            break
+        loss.backward()
+        report.timesteps_used.append(t)
+        bar.set_postfix(ratio=f"{value / report.loss_max:.3f}")
+        if max_steps is not None and len(report.timesteps_used) >= max_steps:
+            break
+    bar.close()
+    return report
+
+
+class StructureImportance(tp.importance.Importance):
+    """Scores every channel of a Torch-Pruning group with one of :data:`CRITERIA` (see module doc).
+
+    The per-weight terms are summed over all the weights of the structure, across every layer of the
+    group, with no normalisation; biases are left out, as in Eq. 7 (theta_i is the row of weights).
+    """
+
+    def __init__(self, criterion: str, seed: int = 0):
+        self.criterion = check_criterion(criterion)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor:
+        width = len(group[0].idxs)
+        if self.criterion == "random":
+            return torch.rand(width, generator=self.generator)
+        total = torch.zeros(width, dtype=torch.float64)
+        for item in group:
+            layer, fn = item.dep.target.module, item.dep.handler
+            weights = structure_weights(layer, fn, item.idxs)
+            if weights is None:
+                continue
+            w, grad = weights
+            if self.criterion == "magnitude":
+                terms = w.pow(2)
+            else:
+                if grad is None:
+                    raise RuntimeError(f"criterion {self.criterion!r} needs gradients: call accumulate_gradients first")
+                terms = w * grad if self.criterion == "taylor" else (w * grad).abs()
+            root = torch.as_tensor(item.root_idxs)
+            total.index_add_(0, root, terms.reshape(len(root), -1).sum(1).double())
+        if self.criterion == "magnitude":
+            return total.sqrt()
+        return total.abs() if self.criterion == "taylor" else total
+
+
+def structure_weights(layer, fn, idxs):
+    """The weights (and their gradients) that pruning ``idxs`` with handler ``fn`` removes from ``layer``.
+
+    Returned with the pruned channel as the first dimension; None for layers without weights there.
+    """
+    name = getattr(fn, "__name__", "")
+    if isinstance(layer, (nn.Conv2d, nn.Linear)):
+        weight, grad = layer.weight, layer.weight.grad
+        if name == "prune_in_channels":
+            weight, grad = weight.transpose(0, 1), None if grad is None else grad.transpose(0, 1)
+        elif name != "prune_out_channels":
+            return None
+    elif isinstance(layer, (nn.GroupNorm, nn.LayerNorm)) and layer.weight is not None:
+        weight, grad = layer.weight, layer.weight.grad
+    else:
+        return None
+    idxs = torch.as_tensor(idxs)
+    return weight.detach()[idxs], None if grad is None else grad[idxs]
