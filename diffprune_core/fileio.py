@@ -1,5 +1,6 @@
 """Writing outputs so that a failure leaves nothing half-written behind."""
 import json
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ def atomic_dir(out_dir):
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the folder the usual permissions
         if out_dir.exists():
             out_dir.rmdir()
         tmp.rename(out_dir)

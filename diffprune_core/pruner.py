@@ -79,7 +79,7 @@ def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int |
                 linear._attention_heads = attn.heads
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
     ignored = [model.conv_out, *ignored_layers]
-    for group in list(graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear])):
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         root, fn = group[0].dep.target.module, group[0].dep.handler
         width = len(group[0].idxs)
         idxs = select_channels(importance(group), ratio, group_divisions(group), round_to)
@@ -119,22 +119,30 @@ def fix_stale_attributes(model) -> None:
 
 
 def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, tolerance: float = 1e-3) -> float:
-    """The channel ratio whose pruned architecture removes ``macs_reduction`` of the MACs (Table 4).
+    """The channel ratio whose pruned architecture removes the fraction of MACs closest to ``macs_reduction``.
 
-    Widths depend on the ratio alone, so candidate ratios are tried on copies with magnitude scores;
-    bisection returns the smallest ratio whose MACs reduction reaches the target.
+    Table 4's convention. Widths depend on the ratio alone and change in steps (whole GroupNorm groups),
+    so bisection on copies pruned with magnitude scores finds the step that crosses the target, and
+    the ratio on whichever side of it lands closer is returned.
     """
     from .criteria import StructureImportance
 
     check_ratio(macs_reduction, "macs_reduction")
     dense = count_macs(model, inputs)["macs"]
+    reductions = {0.0: 0.0}
 
     def reduction(ratio):
-        pruned = prune_unet(copy.deepcopy(model), StructureImportance("magnitude"), ratio=ratio, inputs=inputs)
-        return 1 - count_macs(pruned, inputs)["macs"] / dense
+        if ratio not in reductions:
+            pruned = prune_unet(copy.deepcopy(model), StructureImportance("magnitude"), ratio=ratio, inputs=inputs)
+            reductions[ratio] = 1 - count_macs(pruned, inputs)["macs"] / dense
+        return reductions[ratio]
 
     low, high = 0.0, 0.99
     while high - low > tolerance:
-        mid = (low + high) / 2
+        mid = round((low + high) / 2, 6)
         low, high = (low, mid) if reduction(mid) >= macs_reduction else (mid, high)
-    return round(high, 4)
+    closer = min((low, high), key=lambda r: abs(reduction(r) - macs_reduction))
+    if closer == 0.0:
+        raise InputError(f"no channel ratio removes about {macs_reduction:.0%} of the MACs: the smallest step removes "
+                         f"{reduction(high):.1%}")
+    return closer

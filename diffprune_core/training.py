@@ -1,0 +1,257 @@
+"""One training loop for every U-Net of the project: the teacher, pruned models and scratch baselines.
+
+DDPM training (Ho et al. 2020, Algorithm 1), the objective of Eq. 2: draw images x_0, timesteps
+t ~ U{0, ..., T-1} and noise eps ~ N(0, I), and minimise ||eps - eps_theta(sqrt(a_t) x_0 +
+sqrt(1 - a_t) eps, t)||^2 with Adam at a constant learning rate, gradient-norm clipping, and an
+exponential moving average (EMA) of the weights; the EMA weights are the result. The EMA is
+diffusers' EMAModel, whose decay after n updates is min(ema_decay, (1 + n) / (10 + n)), so short
+runs average over their own length rather than over 1 / (1 - ema_decay) steps. Fine-tuning a
+pruned model and scratch training (Section 5.1: the pruned architecture, randomly initialised) are
+the same call with a different ``model``.
+
+The loop runs on one CPU or under ``accelerate launch`` on several GPUs: every step draws one global
+batch and each process takes its share. Every random draw of step s (batch, t, eps, dropout) is
+seeded from (seed, s) alone, so a run resumed from a checkpoint ends with bit-identical weights to an
+uninterrupted one. Checkpoints are safetensors + JSON only (no pickle).
+
+Files in ``out_dir``: ``checkpoints/step-XXXXXX/`` (``state.safetensors`` with the model, EMA and Adam
+tensors, ``state.json`` with the step, time and config), ``loss.csv`` (the loss of every step),
+``report.json``, and ``model/`` (the final EMA model, written by :func:`checkpoints.save_unet`).
+"""
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .checkpoints import save_unet
+from .errors import InputError
+from .fileio import atomic_dir, check_output_dir, write_json
+from .sampling import noise_scheduler
+
+CHECKPOINT_PREFIX = "step-"
+# Independent seed streams: the t and eps of a step, a process's dropout at a step, an epoch's image order.
+NOISE_STREAM, DROPOUT_STREAM, EPOCH_STREAM = 0, 1, 2
+# Settings a resumed run may change; any other change would make it a different run.
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every")
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Hyper-parameters of :func:`train`; ``batch_size`` is the global batch over all processes."""
+    steps: int
+    batch_size: int
+    lr: float
+    ema_decay: float
+    grad_clip: float = 1.0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.grad_clip > 0:
+            raise InputError(f"lr and grad_clip must be positive, got lr={self.lr}, grad_clip={self.grad_clip}")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+    @classmethod
+    def cpu(cls, **overrides) -> "TrainConfig":
+        """16x16 digits on two CPU cores: ~0.3 s a step, 6,000 steps in about half an hour."""
+        return cls(**{"steps": 6000, "batch_size": 64, "lr": 1e-3, "ema_decay": 0.999,
+                      "checkpoint_every": 500, "log_every": 50, **overrides})
+
+    @classmethod
+    def paper_cifar10(cls, **overrides) -> "TrainConfig":
+        """CIFAR-10: DDPM's recipe (Ho et al. 2020, Appendix B: Adam at 2e-4, batch 128, EMA 0.9999,
+        gradient clipping at norm 1; their 5,000-step warm-up is left out) and the 100K fine-tuning
+        steps of Diff-Pruning's Table 1."""
+        return cls(**{"steps": 100_000, "batch_size": 128, "lr": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0,
+                      "checkpoint_every": 5000, "log_every": 100, **overrides})
+
+
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed that is a function of ``keys`` (e.g. seed, step, stream) alone."""
+    state = np.random.SeedSequence([k % 2**32 for k in keys]).generate_state(2, np.uint32)
+    return int(state.view(np.uint64)[0] >> 1)
+
+
+def batch_indices(count: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """The images of global step ``step``: one seeded permutation per epoch, read batch after batch."""
+    positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+    first, last = int(positions[0]) // count, int(positions[-1]) // count
+    order = torch.cat([torch.randperm(count, generator=torch.Generator().manual_seed(
+        derived_seed(seed, epoch, EPOCH_STREAM))) for epoch in range(first, last + 1)])
+    return order[positions - first * count]
+
+
+def draw_batch(images: torch.Tensor, batch_size: int, seed: int, step: int, num_timesteps: int):
+    """Step ``step``'s global batch: (x_0, t, eps), drawn on the CPU from (seed, step) alone."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, step, NOISE_STREAM))
+    x0 = images[batch_indices(len(images), batch_size, seed, step)]
+    timesteps = torch.randint(0, num_timesteps, (batch_size,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    return x0, timesteps, noise
+
+
+def ddpm_loss(model, x0, timesteps, noise, scheduler) -> torch.Tensor:
+    """Eq. 2: the mean of ||eps - eps_theta(x_t, t)||^2 with x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps."""
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    return F.mse_loss(model(noisy, timesteps).sample, noise)
+
+
+def checkpoint_dirs(out_dir) -> list:
+    """The complete checkpoints in ``out_dir``, oldest first (unfinished ones are hidden temp folders)."""
+    found = (Path(out_dir) / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
+    return sorted(found, key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)))
+
+
+def save_checkpoint(path: Path, model, ema, optimizer, *, step: int, wall_time_s: float, config: TrainConfig):
+    """Model, EMA and Adam tensors into one safetensors file; step, time and config into JSON."""
+    tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
+    tensors |= {f"ema.{name}": shadow for (name, _), shadow in zip(model.named_parameters(), ema.shadow_params)}
+    for index, state in optimizer.state_dict()["state"].items():
+        tensors |= {f"optimizer.{index}.{name}": value for name, value in state.items()}
+    with atomic_dir(path) as tmp:
+        save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()}, tmp / "state.safetensors")
+        write_json(tmp / "state.json", {"step": step, "samples_seen": step * config.batch_size,
+                                        "ema_optimization_step": ema.optimization_step,
+                                        "wall_time_s": wall_time_s, "config": asdict(config)})
+
+
+def load_checkpoint(path: Path, model, ema, optimizer, config: TrainConfig) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into ``path``; returns its JSON state."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        tensors = load_file(path / "state.safetensors", device="cpu")
+        model.load_state_dict({key.removeprefix("model."): value for key, value in tensors.items()
+                               if key.startswith("model.")})
+        for (name, _), shadow in zip(model.named_parameters(), ema.shadow_params):
+            shadow.copy_(tensors[f"ema.{name}"])
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+        raise InputError(f"cannot resume from checkpoint {path}: {error}") from None
+    ema.optimization_step = state["ema_optimization_step"]
+    optimizer_state = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            optimizer_state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": optimizer_state, "param_groups": optimizer.state_dict()["param_groups"]})
+    saved = {key: value for key, value in state["config"].items() if key not in RESUMABLE_CHANGES}
+    wanted = {key: value for key, value in asdict(config).items() if key not in RESUMABLE_CHANGES}
+    if saved != wanted:
+        raise InputError(f"checkpoint {path} was made with {saved}, not {wanted}; use another output folder")
+    if state["step"] > config.steps:
+        raise InputError(f"checkpoint {path} is at step {state['step']}, beyond steps={config.steps}")
+    return state
+
+
+def restart_loss_log(path: Path, step: int) -> None:
+    """Keep the rows of ``loss.csv`` up to ``step`` (those a resumed run does not redo)."""
+    rows = pd.read_csv(path) if step and path.exists() else pd.DataFrame(columns=["step", "loss"])
+    rows[rows["step"] <= step].to_csv(path, index=False)
+
+
+def append_losses(path: Path, first_step: int, losses: list) -> None:
+    with open(path, "a", newline="") as file:
+        csv.writer(file).writerows([step, repr(loss)] for step, loss in enumerate(losses, first_step))
+
+
+def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: bool = True,
+          progress: bool = True) -> dict:
+    """Train ``model`` on ``images`` (N x C x H x W in [-1, 1]) by DDPM; returns the report (see module doc).
+
+    With ``resume``, a run continues from the last checkpoint in ``out_dir``; otherwise ``out_dir``
+    must be new or empty. ``config.steps`` may grow between runs; the other settings may not. On
+    return ``model`` holds the EMA weights, also saved in ``out_dir/model``.
+    """
+    out_dir = Path(out_dir)
+    # Every process looks at out_dir before Accelerator() joins them, so before the main process writes.
+    checkpoints = checkpoint_dirs(out_dir) if resume else []
+    if not checkpoints:
+        check_output_dir(out_dir)
+    check_images(model, images)
+    accelerator = Accelerator()
+    if config.batch_size % accelerator.num_processes:
+        raise InputError(f"batch size {config.batch_size} does not split over {accelerator.num_processes} processes")
+    scheduler = noise_scheduler()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    ema = EMAModel(unwrapped.parameters(), decay=config.ema_decay)
+    state = load_checkpoint(checkpoints[-1], unwrapped, ema, optimizer, config) if checkpoints else {}
+    start, wall_time_before = state.get("step", 0), state.get("wall_time_s", 0.0)
+    loss_log = out_dir / "loss.csv"
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        restart_loss_log(loss_log, start)
+    share = config.batch_size // accelerator.num_processes
+    rows = slice(accelerator.process_index * share, (accelerator.process_index + 1) * share)
+
+    model.train()
+    pending, started = [], time.perf_counter()
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="DDPM training",
+               disable=not progress or not accelerator.is_main_process)
+    for step in bar:
+        torch.manual_seed(derived_seed(config.seed, step, DROPOUT_STREAM, accelerator.process_index))
+        batch = draw_batch(images, config.batch_size, config.seed, step, scheduler.config.num_train_timesteps)
+        x0, timesteps, noise = (value[rows].to(accelerator.device) for value in batch)
+        loss = ddpm_loss(model, x0, timesteps, noise, scheduler)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        ema.step(unwrapped.parameters())
+        pending.append(loss.detach())
+        done = step + 1
+        checkpoint_due = done % config.checkpoint_every == 0 or done == config.steps
+        if done % config.log_every == 0 or checkpoint_due:
+            losses = accelerator.reduce(torch.stack(pending), "mean").tolist()
+            pending = []
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+            if accelerator.is_main_process:
+                append_losses(loss_log, done - len(losses) + 1, losses)
+        if checkpoint_due and accelerator.is_main_process:
+            save_checkpoint(out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{done:06d}", unwrapped, ema, optimizer,
+                            step=done, wall_time_s=wall_time_before + time.perf_counter() - started, config=config)
+    bar.close()
+    session_s = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+
+    ema.copy_to(unwrapped.parameters())
+    unwrapped.eval()
+    losses = pd.read_csv(loss_log)["loss"]  # written by the main process before the barrier
+    report = {"steps": config.steps, "resumed_from_step": start, "processes": accelerator.num_processes,
+              "wall_time_s": wall_time_before + session_s,
+              "seconds_per_step": session_s / max(config.steps - start, 1),
+              "final_loss": float(losses.tail(config.log_every).mean()), "final_loss_steps": config.log_every,
+              "config": asdict(config)}
+    if accelerator.is_main_process:
+        if (out_dir / "model").exists():  # a finished run continued to more steps
+            shutil.rmtree(out_dir / "model")
+        save_unet(unwrapped, out_dir / "model")
+        write_json(out_dir / "report.json", report)
+    accelerator.wait_for_everyone()
+    return report
+
+
+def check_images(model, images: torch.Tensor) -> None:
+    """``images`` must be a non-empty batch of the model's input shape."""
+    size = model.config.sample_size
+    expected = (model.config.in_channels, *((size, size) if isinstance(size, int) else size))
+    if images.ndim != 4 or len(images) == 0 or tuple(images.shape[1:]) != expected:
+        raise InputError(f"training images must be N x {' x '.join(map(str, expected))} with N >= 1, "
+                         f"got {tuple(images.shape)}")

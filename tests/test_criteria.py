@@ -1,0 +1,123 @@
+"""Diff-Pruning's criteria (Eq. 6-10, Algorithm 1): which timesteps, where the absolute value goes, how T stops."""
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from diffprune_core.criteria import StructureImportance, accumulate_gradients, fixed_noise, timestep_losses
+from diffprune_core.errors import InputError
+from diffprune_core.sampling import noise_scheduler
+
+ALPHAS = noise_scheduler().alphas_cumprod
+
+
+class KnownLossModel(nn.Module):
+    """eps_theta(x_t, t) = eps + s(t) * w, with eps recovered from x_t: so L_t = s(t)^2 * mean(w^2) exactly.
+
+    It recovers eps from x_t using the clean images, so L_t has this value only if the criterion feeds
+    sqrt(a_t) x + sqrt(1 - a_t) eps and compares with the same eps (Eq. 2).
+    """
+
+    def __init__(self, images, scale):
+        super().__init__()
+        self.images, self.scale = images, scale
+        self.w = nn.Parameter(torch.tensor([1.0, -2.0]))
+        self.seen = []
+
+    def forward(self, noisy, timesteps):
+        t = int(timesteps[0])
+        self.seen.append((t, self.training))
+        a = ALPHAS[t]
+        eps = (noisy - a.sqrt() * self.images) / (1 - a).sqrt()
+        shift = self.scale(t) * self.w.view(1, 2, 1, 1)
+        return type("Out", (), {"sample": eps + shift})()
+
+
+def known_model():
+    images = torch.rand(3, 2, 4, 4) * 2 - 1
+    return KnownLossModel(images, lambda t: 1.0 / (1 + t)), images
+
+
+def test_threshold_keeps_steps_above_T_and_drops_the_crossing_step():
+    model, images = known_model()
+    model.train()
+    report = accumulate_gradients(model, images, ALPHAS, threshold=0.05, progress=False)
+    # L_t / L_max = 1 / (1 + t)^2 > 0.05 for t = 0..3; t = 4 gives 0.04 and stops the loop (Algorithm 1, line 8).
+    assert report.timesteps_used == [0, 1, 2, 3]
+    assert report.stopped_at == 4
+    assert list(report.losses) == [0, 1, 2, 3, 4]
+    mean_w2 = (model.w.detach() ** 2).mean()
+    assert report.losses[2] == pytest.approx((1 / 9) * mean_w2.item(), rel=1e-4)
+    # The gradient is the sum over the kept steps only: d/dw s(t)^2 mean(w^2) = s(t)^2 w.
+    expected = sum(1.0 / (1 + t) ** 2 for t in range(4)) * model.w.detach()
+    torch.testing.assert_close(model.w.grad, expected, rtol=1e-4, atol=1e-6)
+    assert all(not training for _, training in model.seen), "the model must be in eval mode"
+
+
+def test_threshold_zero_uses_every_timestep_in_ascending_order():
+    model, images = known_model()
+    report = accumulate_gradients(model, images, ALPHAS, threshold=0.0, stride=100, progress=False)
+    assert report.timesteps_used == list(range(0, 1000, 100))
+    assert report.stopped_at is None
+
+
+def test_max_steps_caps_the_number_of_timesteps():
+    model, images = known_model()
+    report = accumulate_gradients(model, images, ALPHAS, threshold=0.0, max_steps=7, progress=False)
+    assert report.timesteps_used == list(range(7))
+
+
+def test_one_noise_reused_at_every_timestep(tiny_unet):
+    images = torch.rand(2, 1, 16, 16) * 2 - 1
+    losses = timestep_losses(tiny_unet, images, ALPHAS, timesteps=[0, 500], seed=3, progress=False)
+    report = accumulate_gradients(tiny_unet, images, ALPHAS, threshold=0.0, stride=500, seed=3, progress=False)
+    torch.testing.assert_close(torch.tensor([report.losses[0], report.losses[500]]), losses)
+    assert torch.equal(fixed_noise(images, 3), fixed_noise(images, 3))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_threshold_out_of_range(bad):
+    model, images = known_model()
+    with pytest.raises(InputError, match="threshold"):
+        accumulate_gradients(model, images, ALPHAS, threshold=bad, progress=False)
+
+
+def conv_pair_group():
+    """conv1 (2 -> 3 channels) feeding conv2 (3 -> 2): pruning a channel of conv1 removes its row and conv2's column."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 1, bias=False), nn.Conv2d(3, 2, 1, bias=False))
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.randn(1, 2, 4, 4))
+    group = graph.get_pruning_group(net[0], tp.prune_conv_out_channels, [0, 1, 2])
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    rows = [(net[0].weight[c].flatten(), net[0].weight.grad[c].flatten()) for c in range(3)]
+    cols = [(net[1].weight[:, c].flatten(), net[1].weight.grad[:, c].flatten()) for c in range(3)]
+    return group, rows, cols
+
+
+def test_structure_scores_follow_the_equations():
+    group, rows, cols = conv_pair_group()
+    w = [torch.cat([rows[c][0], cols[c][0]]).detach() for c in range(3)]
+    g = [torch.cat([rows[c][1], cols[c][1]]) for c in range(3)]
+    magnitude = torch.tensor([wc.pow(2).sum().sqrt() for wc in w], dtype=torch.float64)
+    taylor = torch.tensor([(wc * gc).sum().abs() for wc, gc in zip(w, g)], dtype=torch.float64)  # Eq. 6, |sum_k|
+    diff = torch.tensor([(wc * gc).abs().sum() for wc, gc in zip(w, g)], dtype=torch.float64)  # Eq. 7/10, sum_k |.|
+    torch.testing.assert_close(StructureImportance("magnitude")(group), magnitude)
+    torch.testing.assert_close(StructureImportance("taylor")(group), taylor)
+    torch.testing.assert_close(StructureImportance("diff-pruning")(group), diff)
+    assert not torch.allclose(taylor, diff), "the two Taylor variants must differ on this example"
+
+
+def test_random_scores_are_seeded_and_gradient_criteria_need_gradients():
+    group, _, _ = conv_pair_group()
+    assert torch.equal(StructureImportance("random", seed=1)(group), StructureImportance("random", seed=1)(group))
+    for item in group:
+        if isinstance(item.dep.target.module, nn.Conv2d):
+            item.dep.target.module.weight.grad = None
+    with pytest.raises(RuntimeError, match="accumulate_gradients"):
+        StructureImportance("diff-pruning")(group)
+
+
+def test_unknown_criterion():
+    with pytest.raises(InputError, match="unknown criterion"):
+        StructureImportance("fisher")

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from diffprune_core.data import load_images
+from diffprune_core.errors import InputError
+from diffprune_core.fid import fid
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_images("digits", image_size=16, channels=1, limit=300, seed=0)
+
+
+def test_fid_of_a_set_against_itself_is_zero(digits, tmp_path):
+    result = fid(digits[:150], digits[:150], cache_dir=tmp_path)
+    assert result["label"] == "FID (digits features)" and result["extractor"] == "digits"
+    assert result["value"] == pytest.approx(0, abs=1e-3)
+
+
+def test_fid_orders_real_halves_before_noise(digits, tmp_path):
+    other_half = fid(digits[:150], digits[150:], cache_dir=tmp_path)["value"]
+    noise = torch.rand(150, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert 0 < other_half < 100, "small sets bias FID upward, yet two halves of one set stay close"
+    assert fid(noise, digits[150:], cache_dir=tmp_path)["value"] > 10 * other_half
+
+
+def test_reference_statistics_are_cached_by_name_size_count_and_content(digits, tmp_path):
+    first = fid(digits[:100], digits[100:], cache_dir=tmp_path, reference_name="digits:part")
+    assert first["reference"].startswith("digits_part-16px-200-")
+    cached = sorted(path.name for path in tmp_path.iterdir())
+    assert cached and all(name.startswith(first["reference"]) for name in cached)
+    again = fid(digits[:100], digits[100:], cache_dir=tmp_path, reference_name="digits:part")
+    assert again["value"] == first["value"]
+    changed = fid(digits[:100], digits[100:].flip(-1), cache_dir=tmp_path, reference_name="digits:part")
+    assert changed["reference"] != first["reference"] and changed["value"] != first["value"]
+
+
+def test_a_dataset_name_is_a_reference_at_the_samples_shape(digits, tmp_path):
+    gray = fid(digits[:50], "digits", cache_dir=tmp_path)
+    assert gray["n_reference"] == 1797 and gray["reference"].startswith("digits-16px-1797-")
+    rgb = fid(digits[:50].expand(-1, 3, -1, -1), "digits", cache_dir=tmp_path)
+    assert rgb["value"] == pytest.approx(gray["value"], rel=1e-6), "gray repeated to RGB reads as the same gray"
+
+
+def test_inception_fid_needs_weights_on_disk(digits, tmp_path):
+    with pytest.raises(InputError, match="inception_weights"):
+        fid(digits[:10], digits[10:20], extractor="inception", cache_dir=tmp_path)
+    with pytest.raises(InputError, match="weights-inception"):
+        fid(digits[:10], digits[10:20], extractor="inception", inception_weights=tmp_path / "missing.pth",
+            cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("samples, kwargs", [
+    (torch.zeros(4, 1, 16, 16), {"extractor": "clip"}),
+    (torch.zeros(1, 1, 16, 16), {}),
+    (torch.zeros(4, 2, 16, 16), {}),
+    (torch.zeros(4, 16, 16), {}),
+])
+def test_bad_fid_requests_are_input_errors(digits, tmp_path, samples, kwargs):
+    with pytest.raises(InputError):
+        fid(samples, digits[:10], cache_dir=tmp_path, **kwargs)

@@ -1,0 +1,114 @@
+"""The pruner on diffusers U-Nets: the paper's architecture columns, widths, and a consistent model afterwards."""
+import pandas as pd
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+from torch import nn
+
+from diffprune_core.architectures import DATA_DIR, build_paper_unet, example_inputs, paper_unet_configs
+from diffprune_core.complexity import count_macs
+from diffprune_core.criteria import StructureImportance
+from diffprune_core.errors import InputError
+from diffprune_core.pruner import channels_to_remove, prune_unet, search_ratio_for_macs
+
+PAPER = pd.read_csv(DATA_DIR / "paper_tables.csv")
+# (paper U-Net, the table row that gives its pruned columns, round_to of the official script)
+PAPER_ROWS = {
+    "cifar10-32": ("1", "cifar10-32", None),
+    "celeba-64": ("1", "celeba-64", None),
+    "lsun-256": ("2", "lsun-church-256", None),
+    "imagenet-ldm-cin256-v2": ("3", "imagenet-256-ldm", 2),
+}
+
+
+def paper_columns(table, dataset, method):
+    row = PAPER[(PAPER.table == table) & (PAPER.dataset == dataset) & (PAPER.method == method)].iloc[0]
+    return row.params_M, row.macs_G
+
+
+@pytest.mark.parametrize("name", list(PAPER_ROWS))
+def test_paper_architecture_columns_at_ratio_0_3(name):
+    table, dataset, round_to = PAPER_ROWS[name]
+    model = build_paper_unet(name)
+    inputs = example_inputs(model)
+    dense = count_macs(model, inputs)
+    assert dense["params"] / 1e6 == pytest.approx(paper_columns(table, dataset, "pretrained")[0], rel=0.02)
+    assert dense["macs"] / 1e9 == pytest.approx(paper_columns(table, dataset, "pretrained")[1], rel=0.02)
+    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=inputs, round_to=round_to)
+    pruned = count_macs(model, inputs)
+    params, macs = paper_columns(table, dataset, "scratch")  # same architecture as the pruned rows
+    assert pruned["params"] / 1e6 == pytest.approx(params, rel=0.02)
+    assert pruned["macs"] / 1e9 == pytest.approx(macs, rel=0.02)
+    assert pruned["macs_with_attention"] > pruned["macs"]
+    assert model(**inputs).sample.shape == inputs["sample"].shape
+
+
+def test_cifar_widths_follow_the_papers_rounding():
+    model = build_paper_unet("cifar10-32")
+    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=example_inputs(model))
+    assert model.down_blocks[0].resnets[0].conv1.out_channels == 96  # 128 -> 96: 1 of 4 channels per GroupNorm group
+    assert model.down_blocks[1].resnets[0].conv1.out_channels == 192  # 256 -> 192: 2 of 8
+    attn = model.down_blocks[1].attentions[0]
+    assert (attn.to_q.out_features, attn.to_k.out_features, attn.to_v.out_features) == (179, 179, 179)
+    assert model.time_embedding.linear_1.out_features == 358
+    assert model.conv_out.out_channels == 3
+
+
+def test_channels_to_remove():
+    assert channels_to_remove(128, 0.3, 32) == 1
+    assert channels_to_remove(256, 0.3, 32) == 2
+    assert channels_to_remove(256, 0.3) == 77
+    assert channels_to_remove(192, 0.3, 6, round_to=2) == 9  # keeps 134 + 2 = 136 of 192
+
+
+# Table 4 (MACs-based ratios): our (params M, MACs G) for each MACs-reduction target, pinned. Widths move in
+# whole GroupNorm-group steps, and the search takes the step closest to the target. 16% and 44% match the paper
+# within 2%; 56% matches its MACs (2.7G) with 13.9M params against 14.3M. The paper's "70%" row has 1.5G of
+# 6.1G MACs, a 75% reduction: at 70% we land on 2.02G, and at 75% on the paper's row (8.97M vs 8.6M, 1.52G vs 1.5G).
+TABLE4 = {0.16: (27.24, 5.09), 0.44: (19.90, 3.40), 0.56: (13.90, 2.70), 0.70: (13.06, 2.02), 0.75: (8.97, 1.52)}
+TABLE4_PAPER_ROW = {0.16: 0.16, 0.44: 0.44, 0.56: 0.56, 0.75: 0.70}  # our target -> the paper's ratio label
+
+
+@pytest.mark.parametrize("target", list(TABLE4))
+def test_table4_macs_targets(target):
+    model = build_paper_unet("cifar10-32")
+    inputs = example_inputs(model)
+    ratio = search_ratio_for_macs(model, target, inputs)
+    pruned = count_macs(prune_unet(model, StructureImportance("magnitude"), ratio=ratio, inputs=inputs), inputs)
+    params, macs = pruned["params"] / 1e6, pruned["macs"] / 1e9
+    assert (params, macs) == pytest.approx(TABLE4[target], abs=0.01)
+    if target in TABLE4_PAPER_ROW:
+        row = PAPER[(PAPER.table == "4") & (PAPER.ratio == TABLE4_PAPER_ROW[target])].iloc[0]
+        assert macs == pytest.approx(row.macs_G, rel=0.02)
+
+
+def test_either_attention_processor_gives_the_same_output(tiny_unet, tiny_cond_unet):
+    for model in (tiny_unet, tiny_cond_unet):
+        inputs = example_inputs(model, batch_size=2)
+        prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=inputs)
+        model.set_attn_processor(AttnProcessor())
+        classic = model(**inputs).sample
+        model.set_attn_processor(AttnProcessor2_0())
+        torch.testing.assert_close(model(**inputs).sample, classic, rtol=1e-4, atol=1e-5)
+
+
+def test_groups_and_heads_stay_consistent(tiny_cond_unet):
+    inputs = example_inputs(tiny_cond_unet)
+    prune_unet(tiny_cond_unet, StructureImportance("random"), ratio=0.4, inputs=inputs)
+    for module in tiny_cond_unet.modules():
+        if isinstance(module, nn.GroupNorm):
+            assert module.num_channels % module.num_groups == 0
+        if isinstance(module, Attention):
+            assert module.inner_dim % module.heads == 0 and module.inner_dim < module.heads * 32
+            assert module.to_k.out_features == module.to_q.out_features
+    assert tiny_cond_unet(**inputs).sample.shape == inputs["sample"].shape
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
+def test_ratio_out_of_range(tiny_unet, ratio):
+    with pytest.raises(InputError, match="ratio"):
+        prune_unet(tiny_unet, StructureImportance("magnitude"), ratio=ratio, inputs=example_inputs(tiny_unet))
+
+
+def test_paper_configs_cover_the_four_unets():
+    assert set(paper_unet_configs()) == set(PAPER_ROWS)
