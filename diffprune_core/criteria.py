@@ -66,7 +66,7 @@ class GradientReport:
 
 def accumulate_gradients(model, images, alphas_cumprod, *, threshold: float = 0.0, stride: int = 1,
                          max_steps: int | None = None, seed: int = 0, progress: bool = True,
-                         **model_kwargs) -> GradientReport:
+                         on_step=None, **model_kwargs) -> GradientReport:
     """Sum dL_t/dtheta into ``param.grad`` over the pruned timesteps (Algorithm 1, lines 1-12; Eq. 10).
 
     Timesteps are visited in ascending order t = 0, stride, 2*stride, ... with one batch of clean
@@ -75,6 +75,7 @@ def accumulate_gradients(model, images, alphas_cumprod, *, threshold: float = 0.
     *not* used (the paper's Algorithm 1 breaks before back-propagating; Eq. 10 keeps L_t/L_max > T).
     The official code back-propagates first, so it keeps one timestep more. ``threshold=0`` uses all
     timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5).
+    ``on_step(report)``, if given, is called after each back-propagation (e.g. to snapshot the gradients).
     """
     if not 0.0 <= threshold < 1.0:
         raise InputError(f"threshold must be in [0, 1), got {threshold}")
@@ -97,6 +98,8 @@ def accumulate_gradients(model, images, alphas_cumprod, *, threshold: float = 0.
         loss.backward()
         report.timesteps_used.append(t)
         bar.set_postfix(ratio=f"{value / report.loss_max:.3f}")
+        if on_step is not None:
+            on_step(report)
         if max_steps is not None and len(report.timesteps_used) >= max_steps:
             break
     bar.close()

@@ -23,6 +23,7 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from .complexity import count_macs
+from .criteria import GRADIENT_CRITERIA, StructureImportance, accumulate_gradients, check_criterion
 from .errors import InputError
 
 
@@ -125,8 +126,6 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
     so bisection on copies pruned with magnitude scores finds the step that crosses the target, and
     the ratio on whichever side of it lands closer is returned.
     """
-    from .criteria import StructureImportance
-
     check_ratio(macs_reduction, "macs_reduction")
     dense = count_macs(model, inputs)["macs"]
     reductions = {0.0: 0.0}
@@ -146,3 +145,35 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
         raise InputError(f"no channel ratio removes about {macs_reduction:.0%} of the MACs: the smallest step removes "
                          f"{reduction(high):.1%}")
     return closer
+
+
+def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: float | None = None, images=None,
+          alphas_cumprod=None, threshold: float = 0.0, stride: int = 1, max_steps: int | None = None,
+          round_to: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Algorithm 1 end to end: gradients over the pruned timesteps (for the Taylor criteria), then pruning.
+
+    Exactly one of ``ratio`` (channels) and ``macs_reduction`` (Table 4) is given. ``threshold`` is T
+    for ``diff-pruning``; ``taylor`` always uses every timestep. Returns what was done: the ratio used
+    and the timesteps whose gradients were summed.
+    """
+    check_criterion(criterion)
+    if (ratio is None) == (macs_reduction is None):
+        raise InputError("give exactly one of ratio and macs_reduction")
+    from .architectures import example_inputs
+
+    inputs = example_inputs(model)
+    if macs_reduction is not None:
+        ratio = search_ratio_for_macs(model, macs_reduction, inputs)
+    check_ratio(ratio)
+    report = None
+    if criterion in GRADIENT_CRITERIA:
+        if images is None or alphas_cumprod is None:
+            raise InputError(f"criterion {criterion!r} needs a batch of images and the noise schedule")
+        report = accumulate_gradients(model, images, alphas_cumprod, seed=seed, stride=stride, max_steps=max_steps,
+                                      threshold=threshold if criterion == "diff-pruning" else 0.0, progress=progress)
+    prune_unet(model, StructureImportance(criterion, seed=seed), ratio=ratio, inputs=inputs, round_to=round_to)
+    model.zero_grad(set_to_none=True)
+    return {"criterion": criterion, "ratio": ratio, "macs_reduction_target": macs_reduction,
+            "threshold": threshold if criterion == "diff-pruning" else None,
+            "timesteps_used": report.timesteps_used if report else [],
+            "losses": report.losses if report else {}}

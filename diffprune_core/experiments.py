@@ -1,0 +1,181 @@
+"""One row of the paper's tables on the embedded default: teacher -> prune -> fine-tune -> sample -> measure.
+
+A :class:`RunSpec` says how a model is obtained (the teacher itself, a pruning criterion, or scratch
+training of the pruned architecture), how long it trains, and how it is sampled. :func:`run` does it
+once and stores the model, the samples and ``metrics.json`` under ``results/runs/<key>/``; the
+notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05 and ratio 0.3 is in all three).
+SSIM compares each model's samples with the teacher's from the same seed, hence the same x_T.
+"""
+import copy
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torchvision.utils import save_image
+
+from .architectures import DATA_DIR, example_inputs
+from .checkpoints import load_unet
+from .complexity import count_macs
+from .criteria import CRITERIA, StructureImportance, accumulate_gradients
+from .data import load_images
+from .digits_classifier import classify_samples
+from .errors import InputError
+from .fid import fid
+from .fileio import atomic_dir, write_json
+from .metrics import mean_ssim, sampling_latency, ssim
+from .pruner import prune, prune_unet
+from .sampling import ddim_sample, noise_scheduler
+from .training import TrainConfig, train
+
+RUNS_DIR = DATA_DIR.parent / "results" / "runs"
+METHODS = ("teacher", "scratch", *CRITERIA)
+
+
+@dataclass(kw_only=True, frozen=True)
+class RunSpec:
+    """Everything that determines a run's numbers (and so its cache key)."""
+    teacher: str = str(DATA_DIR / "teacher")  # the dense model to prune
+    method: str = "diff-pruning"  # "teacher", "scratch" (random init of the pruned shape) or a criterion
+    ratio: float | None = 0.3  # channel pruning ratio ...
+    macs_reduction: float | None = None  # ... or the fraction of MACs to remove (Table 4)
+    threshold: float = 0.05  # Diff-Pruning's T
+    max_timesteps: int | None = None  # cap on the timesteps used (Figure 5)
+    data: str = "digits"  # training images and the batch of Algorithm 1
+    prune_batch: int = 64  # images in Algorithm 1's one batch
+    train_steps: int = 600  # fine-tuning (or scratch training) steps; 0 = none
+    n_samples: int = 500  # samples for FID and SSIM
+    sample_steps: int = 100  # DDIM steps (eta 0)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.train_steps < 0 or self.n_samples < 2:
+            raise InputError("train_steps must be >= 0 and n_samples >= 2")
+
+
+def run_key(spec: RunSpec) -> str:
+    """A readable folder name plus a hash of every setting and of the teacher's weights."""
+    teacher = Path(spec.teacher)
+    weights = sorted(teacher.glob("*.safetensors")) if teacher.is_dir() else []
+    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
+    for path in weights:
+        digest.update(path.read_bytes())
+    amount = f"m{spec.macs_reduction}" if spec.macs_reduction is not None else f"r{spec.ratio}"
+    label = "teacher" if spec.method == "teacher" else f"{spec.method}-{amount}-s{spec.train_steps}"
+    return f"{label}-{digest.hexdigest()[:10]}"
+
+
+def teacher_spec(spec: RunSpec) -> RunSpec:
+    """The teacher's own run with the same sampling settings: the reference for SSIM."""
+    return replace(spec, method="teacher", ratio=None, macs_reduction=None, threshold=0.0, max_timesteps=None,
+                   train_steps=0)
+
+
+def reinitialise(model, seed: int):
+    """Scratch training's starting point: the same architecture with PyTorch's default initialisation."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
+    return model
+
+
+def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
+    """The run's metrics, computed once and then read back from ``root/<run_key>/metrics.json``."""
+    out = Path(root) / run_key(spec)
+    if (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())
+    reference = None if spec.method == "teacher" else load_samples(teacher_spec(spec), root, progress)
+    start = time.perf_counter()
+    model = load_unet(spec.teacher)
+    size, channels = model.config.sample_size, model.config.in_channels
+    images = load_images(spec.data, image_size=size, channels=channels)
+    with atomic_dir(out) as tmp:
+        pruning = {}
+        if spec.method != "teacher":
+            criterion = "magnitude" if spec.method == "scratch" else spec.method
+            batch = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(spec.seed))[:spec.prune_batch]]
+            pruning = prune(model, criterion, ratio=None if spec.macs_reduction else spec.ratio,
+                            macs_reduction=spec.macs_reduction, images=batch,
+                            alphas_cumprod=noise_scheduler().alphas_cumprod, threshold=spec.threshold,
+                            max_steps=spec.max_timesteps, seed=spec.seed, progress=progress)
+            if spec.method == "scratch":
+                reinitialise(model, spec.seed)
+        if spec.train_steps and spec.method != "teacher":
+            train(model, images, TrainConfig.cpu(steps=spec.train_steps, seed=spec.seed), tmp / "train",
+                  resume=False, progress=progress)
+        samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, progress=progress)
+        metrics = measure(model, samples, reference, images, spec)
+        metrics.update(method=spec.method, ratio=pruning.get("ratio"), threshold=pruning.get("threshold"),
+                       timesteps_used=len(pruning.get("timesteps_used", [])), train_steps=spec.train_steps,
+                       wall_time_s=round(time.perf_counter() - start, 1), spec=asdict(spec))
+        save_samples(samples, tmp)
+        write_json(tmp / "metrics.json", metrics)
+    return metrics
+
+
+def measure(model, samples, reference, images, spec: RunSpec) -> dict:
+    """Params, MACs, CPU sampling latency, FID (digits features), SSIM to the teacher, confident digits."""
+    complexity = count_macs(model, example_inputs(model))
+    latency = sampling_latency(model, batch_size=min(64, spec.n_samples), steps=spec.sample_steps, repeats=1)
+    score = fid(samples, images, reference_name=f"{spec.data}-all")
+    metrics = {**complexity, "seconds_per_image": latency["seconds_per_image"],
+               "fid": score["value"], "fid_label": score["label"],
+               "ssim": 1.0 if reference is None else mean_ssim(samples, reference)}
+    if model.config.in_channels == 1 and spec.data == "digits":
+        metrics["confident_rate"] = classify_samples(samples)["confident_rate"]
+    return metrics
+
+
+def save_samples(samples: torch.Tensor, folder: Path) -> None:
+    pixels = ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).contiguous()
+    save_file({"samples": pixels}, folder / "samples.safetensors")
+    save_image((samples[:64] + 1) / 2, folder / "grid.png", nrow=8, padding=1)
+
+
+def load_samples(spec: RunSpec, root=RUNS_DIR, progress: bool = True) -> torch.Tensor:
+    """A run's samples in [-1, 1] (running it first if needed)."""
+    run(spec, root=root, progress=progress)
+    pixels = load_file(Path(root) / run_key(spec) / "samples.safetensors")["samples"]
+    return pixels.float() / 127.5 - 1
+
+
+def table(specs: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
+    """One row of metrics per spec, in order."""
+    return pd.DataFrame([run(spec, root=root, progress=progress) for spec in specs]).drop(columns="spec")
+
+
+def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
+    """Figure 5: SSIM to the teacher of models pruned with the first k timesteps, k in ``counts``, no fine-tuning.
+
+    One pass of Algorithm 1 with T = 0 over max(counts) timesteps; at each k the model with the
+    gradients summed so far is copied, pruned with the Diff-Pruning score and sampled from the
+    teacher's noise.
+    """
+    reference = load_samples(teacher_spec(spec), root, progress)
+    model = load_unet(spec.teacher)
+    images = load_images(spec.data, image_size=model.config.sample_size, channels=model.config.in_channels)
+    batch = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(spec.seed))[:spec.prune_batch]]
+    inputs = example_inputs(model)
+    rows = []
+
+    def snapshot(report):
+        k = len(report.timesteps_used)
+        if k in counts:
+            pruned = copy.deepcopy(model)  # deepcopy leaves .grad behind: carry the sums so far over
+            for source, target in zip(model.parameters(), pruned.parameters()):
+                target.grad = None if source.grad is None else source.grad.clone()
+            prune_unet(pruned, StructureImportance("diff-pruning"), ratio=spec.ratio, inputs=inputs)
+            samples = ddim_sample(pruned, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, progress=False)
+            rows.append({"timesteps": k, "ssim": mean_ssim(samples, reference),
+                         "ssim_std": ssim(samples, reference).std().item()})
+
+    accumulate_gradients(model, batch, noise_scheduler().alphas_cumprod, threshold=0.0, max_steps=max(counts),
+                         seed=spec.seed, progress=progress, on_step=snapshot)
+    return pd.DataFrame(rows)
