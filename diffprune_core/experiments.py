@@ -1,9 +1,10 @@
 """One row of the paper's tables on the embedded default: teacher -> prune -> fine-tune -> sample -> measure.
 
-A :class:`RunSpec` says how a model is obtained (the teacher itself, a pruning criterion, or scratch
-training of the pruned architecture), how long it trains, and how it is sampled. :func:`run` does it
-once and stores the model, the samples and ``metrics.json`` under ``results/runs/<key>/``; the
-notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05 and ratio 0.3 is in all three).
+A :class:`RunSpec` says how a model is obtained (the teacher itself, a pruning criterion, LD-Pruner's
+operator pruning, or scratch training of a pruned architecture), how long it trains, and how it is
+sampled. :func:`run` does it once and stores the model, the samples and ``metrics.json`` under
+``results/runs/<key>/``; the notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05
+and ratio 0.3 is in all three).
 SSIM compares each model's samples with the teacher's from the same seed, hence the same x_T.
 """
 import copy
@@ -27,22 +28,26 @@ from .digits_classifier import classify_samples
 from .errors import InputError
 from .fid import fid
 from .fileio import atomic_dir, write_json
+from .ldpruner import ld_prune
 from .metrics import mean_ssim, sampling_latency, ssim
 from .pruner import prune, prune_unet
 from .sampling import ddim_sample, noise_scheduler
 from .training import TrainConfig, train
 
 RUNS_DIR = DATA_DIR.parent / "results" / "runs"
-METHODS = ("teacher", "scratch", *CRITERIA)
+LD_PRUNER_METHODS = ("ld-pruner", "ld-pruner-scratch")
+METHODS = ("teacher", "scratch", *CRITERIA, *LD_PRUNER_METHODS)
+LD_SCORES = "ld_scores.csv"  # an LD-Pruner run's operator ranking, beside metrics.json
 
 
 @dataclass(kw_only=True, frozen=True)
 class RunSpec:
     """Everything that determines a run's numbers (and so its cache key)."""
     teacher: str = str(DATA_DIR / "teacher")  # the dense model to prune
-    method: str = "diff-pruning"  # "teacher", "scratch" (random init of the pruned shape) or a criterion
+    method: str = "diff-pruning"  # "teacher", "scratch" (random init of the pruned shape), a criterion, or
+    # "ld-pruner" / "ld-pruner-scratch" (operator pruning; random init of its architecture)
     ratio: float | None = 0.3  # channel pruning ratio ...
-    macs_reduction: float | None = None  # ... or the fraction of MACs to remove (Table 4)
+    macs_reduction: float | None = None  # ... or the fraction of MACs to remove (Table 4; LD-Pruner's only target)
     threshold: float = 0.05  # Diff-Pruning's T
     max_timesteps: int | None = None  # cap on the timesteps used (Figure 5)
     data: str = "digits"  # training images and the batch of Algorithm 1
@@ -51,10 +56,14 @@ class RunSpec:
     n_samples: int = 500  # samples for FID and SSIM
     sample_steps: int = 100  # DDIM steps (eta 0)
     seed: int = 0
+    n_gen: int = 16  # LD-Pruner: samples per scoring set, N_gen
+    score_steps: int = 20  # LD-Pruner: DDIM steps of each scoring set
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.method in LD_PRUNER_METHODS and self.macs_reduction is None:
+            raise InputError(f"{self.method} runs need macs_reduction, e.g. what a channel-pruning run achieved")
         if self.train_steps < 0 or self.n_samples < 2:
             raise InputError("train_steps must be >= 0 and n_samples >= 2")
 
@@ -98,22 +107,27 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
     images = load_images(spec.data, image_size=size, channels=channels)
     with atomic_dir(out) as tmp:
         pruning = {}
-        if spec.method != "teacher":
+        if spec.method in LD_PRUNER_METHODS:
+            pruning = ld_prune(model, macs_reduction=spec.macs_reduction, n_gen=spec.n_gen,
+                               sample_steps=spec.score_steps, seed=spec.seed, progress=progress)
+            pruning.pop("scores").to_csv(tmp / LD_SCORES, index=False)
+        elif spec.method != "teacher":
             criterion = "magnitude" if spec.method == "scratch" else spec.method
             batch = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(spec.seed))[:spec.prune_batch]]
             pruning = prune(model, criterion, ratio=None if spec.macs_reduction else spec.ratio,
                             macs_reduction=spec.macs_reduction, images=batch,
                             alphas_cumprod=noise_scheduler().alphas_cumprod, threshold=spec.threshold,
                             max_steps=spec.max_timesteps, seed=spec.seed, progress=progress)
-            if spec.method == "scratch":
-                reinitialise(model, spec.seed)
+        if spec.method in ("scratch", "ld-pruner-scratch"):
+            reinitialise(model, spec.seed)
         if spec.train_steps and spec.method != "teacher":
             train(model, images, TrainConfig.cpu(steps=spec.train_steps, seed=spec.seed), tmp / "train",
                   resume=False, progress=progress)
         samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, progress=progress)
         metrics = measure(model, samples, reference, images, spec)
         metrics.update(method=spec.method, ratio=pruning.get("ratio"), threshold=pruning.get("threshold"),
-                       timesteps_used=len(pruning.get("timesteps_used", [])), train_steps=spec.train_steps,
+                       timesteps_used=len(pruning.get("timesteps_used", [])),
+                       operators_modified=len(pruning.get("modifications", [])), train_steps=spec.train_steps,
                        wall_time_s=round(time.perf_counter() - start, 1), spec=asdict(spec))
         save_samples(samples, tmp)
         write_json(tmp / "metrics.json", metrics)

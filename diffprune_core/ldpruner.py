@@ -25,10 +25,12 @@ checkpoint can re-apply them on a freshly built base model before loading its we
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from itertools import zip_longest
 
 import pandas as pd
 import torch
+from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.resnet import ResnetBlock2D
@@ -40,6 +42,7 @@ from .architectures import example_inputs
 from .complexity import count_macs, count_params
 from .errors import InputError
 from .pruner import check_ratio
+from .sampling import ddim_sample
 
 OPERATOR_KINDS = {ResnetBlock2D: "resnet", Attention: "attention", Transformer2DModel: "transformer"}
 MODIFICATIONS = ("remove", "replace")
@@ -216,3 +219,30 @@ def prune_by_scores(model, scores: pd.DataFrame, *, n_operators: int | None = No
                 or (stop_when is not None and stop_when(model))):
             return applied
     raise InputError(f"stop_when still false with all {len(applied)} operators modified (the model keeps them)")
+
+
+def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | None = None, n_gen: int = 16,
+             sample_steps: int = 20, seed: int = 0, progress: bool = True) -> dict:
+    """LD-Pruner end to end on an unconditional U-Net, in place: score every operator, prune the lowest first.
+
+    ``generate()`` is ``ddim_sample(model, n=n_gen, seed=seed, steps=sample_steps)``: N_gen outputs of
+    the whole reverse process from one fixed x_T. For a pixel DDPM (our teacher) these are images;
+    for the U-Net of a latent diffusion model the same call yields latents, the paper's setting.
+    Exactly one target: a fraction ``macs_reduction`` of the MACs removed, or ``n_operators`` modified.
+    Returns the ranking (:func:`score_operators`) and the (name, modification) pairs applied.
+    """
+    if (macs_reduction is None) == (n_operators is None):
+        raise InputError("give exactly one of macs_reduction and n_operators")
+    if not isinstance(model, UNet2DModel):
+        raise InputError(f"ld_prune samples unconditionally and needs a UNet2DModel, got {type(model).__name__}; "
+                         "for a conditional U-Net call score_operators with a generate() that passes its conditioning")
+    if macs_reduction is not None:
+        check_ratio(macs_reduction, "macs_reduction")
+    operators = len(enumerate_operators(model))
+    if n_operators is not None and not 1 <= n_operators <= operators:
+        raise InputError(f"n_operators must be in [1, {operators}], got {n_operators}")
+    generate = partial(ddim_sample, n=n_gen, seed=seed, steps=sample_steps, progress=False)
+    scores = score_operators(model, generate, progress=progress)
+    modifications = prune_by_scores(model, scores, macs_reduction=macs_reduction, n_operators=n_operators)
+    return {"scores": scores, "modifications": modifications, "macs_reduction_target": macs_reduction,
+            "n_operators_target": n_operators, "n_gen": n_gen, "sample_steps": sample_steps, "seed": seed}

@@ -34,6 +34,17 @@ DEFAULT_RUN = "default"
 matplotlib.rcParams["svg.hashsalt"] = "diffprune"
 
 
+def repo_path(source: str) -> str:
+    """``source`` as an absolute path if it names something under the repository root, else unchanged.
+
+    Notebooks run with their own folder as the working directory (Jupyter Book) or the caller's
+    (papermill), so relative paths in their parameters are taken from the repository root; hub ids
+    (``google/ddpm-cifar10-32``) and ``paper:NAME`` pass through.
+    """
+    candidate = REPO_ROOT / source
+    return str(candidate) if not Path(source).is_absolute() and candidate.exists() else source
+
+
 def results_root() -> Path:
     return Path(os.environ.get("DIFFPRUNE_RESULTS", REPO_ROOT / "results"))
 
@@ -60,7 +71,7 @@ def run_name(params: dict, defaults: dict) -> str:
     if not changed:
         return DEFAULT_RUN
     readable = ",".join(f"{name}={value}" for name, value in changed.items())
-    readable = re.sub(r"[^A-Za-z0-9.,=_+-]+", "_", readable)[:40].strip("_")
+    readable = re.sub(r"[^A-Za-z0-9.,=_+-]+", "_", readable)[:40].strip("_,")
     digest = hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:8]
     return f"{readable}-{digest}"
 
@@ -121,9 +132,7 @@ def save_table(table, folder, name: str) -> Path:
     return path
 
 
-def save_figure(figure, folder, name: str) -> list:
+def save_figure(figure, folder, name: str) -> None:
     """A matplotlib figure as ``folder/name.png`` (for the page) and ``folder/name.svg`` (for print)."""
-    paths = [Path(folder) / f"{name}.png", Path(folder) / f"{name}.svg"]
-    figure.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
-    figure.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
-    return paths
+    figure.savefig(Path(folder) / f"{name}.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+    figure.savefig(Path(folder) / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})

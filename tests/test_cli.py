@@ -82,3 +82,15 @@ def test_data_that_does_not_fit_the_model(tmp_path, capsys):
 def test_module_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "diffprune_core", "prune", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--macs-reduction" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--criterion", "magnitude", "--ratio", "0.3", "--macs-reduction", "0.4"], "not both"),
+    (["--criterion", "magnitude", "--operators", "2"], "--operators is a target of --criterion ld-pruner"),
+    (["--criterion", "magnitude", "--batch-size", "many"], "invalid int value"),
+])
+def test_conflicting_targets_are_refused(model_dir, tmp_path, capsys, args, message):
+    assert prune(model_dir, tmp_path / "out", *args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()

@@ -1,9 +1,13 @@
+import json
+
 import pytest
 import torch
+import torch_fidelity
+from safetensors.numpy import load_file, save_file
 
 from diffprune_core.data import load_images
 from diffprune_core.errors import InputError
-from diffprune_core.fid import fid
+from diffprune_core.fid import Uint8Images, digits_extractor_name, fid
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +46,48 @@ def test_a_dataset_name_is_a_reference_at_the_samples_shape(digits, tmp_path):
     assert rgb["value"] == pytest.approx(gray["value"], rel=1e-6), "gray repeated to RGB reads as the same gray"
 
 
+def test_value_is_torch_fidelitys_and_nothing_is_unpickled(digits, tmp_path, monkeypatch):
+    expected = torch_fidelity.calculate_metrics(
+        input1=Uint8Images(digits[:100]), input2=Uint8Images(digits[100:]), fid=True, cache=False, verbose=False,
+        feature_extractor=digits_extractor_name(), save_cpu_ram=True, cuda=False)["frechet_inception_distance"]
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("torch.load called")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    for _ in range(2):  # computed and cached, then read from the cache
+        assert fid(digits[:100], digits[100:], cache_dir=tmp_path)["value"] == pytest.approx(expected, rel=1e-9)
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".json", ".safetensors"]
+    identity = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert (identity["count"], identity["image_size"], identity["channels"]) == (200, [16, 16], 1)
+    assert identity["extractor"] == digits_extractor_name() and identity["label"] == "FID (digits features)"
+    assert len(identity["pixels_sha256"]) == 64
+
+
+def test_a_cache_entry_is_read_only_when_its_json_matches(digits, tmp_path):
+    first = fid(digits[:100], digits[100:], cache_dir=tmp_path)["value"]
+    statistics_path, identity_path = next(tmp_path.glob("*.safetensors")), next(tmp_path.glob("*.json"))
+    statistics = load_file(statistics_path)
+    save_file({"mu": statistics["mu"] + 1, "sigma": statistics["sigma"]}, str(statistics_path))
+    shifted = fid(digits[:100], digits[100:], cache_dir=tmp_path)["value"]
+    assert shifted > first + 1, "the cached statistics are the ones used"
+    identity = json.loads(identity_path.read_text())
+    identity_path.write_text(json.dumps({**identity, "extractor": "another-extractor"}))
+    assert fid(digits[:100], digits[100:], cache_dir=tmp_path)["value"] == pytest.approx(first, rel=1e-9)
+    assert json.loads(identity_path.read_text()) == identity, "recomputed and rewritten"
+    statistics_path.write_bytes(b"broken")
+    assert fid(digits[:100], digits[100:], cache_dir=tmp_path)["value"] == pytest.approx(first, rel=1e-9)
+
+
 def test_inception_fid_needs_weights_on_disk(digits, tmp_path):
     with pytest.raises(InputError, match="inception_weights"):
         fid(digits[:10], digits[10:20], extractor="inception", cache_dir=tmp_path)
     with pytest.raises(InputError, match="weights-inception"):
         fid(digits[:10], digits[10:20], extractor="inception", inception_weights=tmp_path / "missing.pth",
+            cache_dir=tmp_path)
+    (tmp_path / "fake.pth").write_bytes(b"a pickle from somewhere")
+    with pytest.raises(InputError, match="sha256"):
+        fid(digits[:10], digits[10:20], extractor="inception", inception_weights=tmp_path / "fake.pth",
             cache_dir=tmp_path)
 
 

@@ -1,0 +1,175 @@
+"""Tables and plots shared by the book's notebooks of Figures 1/4 and 5 and Tables 1, 4 and 5.
+
+Our runs (:func:`experiments.table`) and the paper's rows (:func:`paper.paper_rows`) are put in the
+same units by :func:`our_rows` and :func:`paper_rows_table`: #Params and MACs also as the share kept
+of the dense model, which is comparable between the miniature and the paper while absolute sizes are
+not. FID keeps its extractor in the column name ("FID (digits features)" for ours, "FID
+(Inception-v3)" for the paper's) so the two scales are never mixed in one column or one axis.
+:func:`beside_paper` joins them row for row and :func:`plot_beside_paper` draws the joined table,
+one panel per metric and per source. :func:`teacher_loss_curve` is the teacher's L_t on Algorithm 1's batch (Figure 5 and
+the timestep counts of Table 5), :func:`pruned_size` the widths a ratio leaves (Figure 4's 5%).
+"""
+import copy
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from torchvision.utils import make_grid
+
+from .architectures import example_inputs
+from .checkpoints import load_unet
+from .complexity import count_macs
+from .criteria import StructureImportance, timestep_losses
+from .data import load_images
+from .experiments import RunSpec
+from .pruner import prune_unet
+from .sampling import noise_scheduler
+from .thresholds import relative_losses
+
+METHOD_LABELS = {"pretrained": "Pretrained", "teacher": "Pretrained", "scratch": "Scratch training",
+                 "random": "Random pruning", "magnitude": "Magnitude pruning", "taylor": "Taylor pruning",
+                 "diff-pruning": "Diff-Pruning"}
+
+
+def row_label(method: str, threshold=None) -> str:
+    """The paper's name of a table row: 'Magnitude pruning', 'Diff-Pruning (T = 0.05)'."""
+    label = METHOD_LABELS[method]
+    return f"{label} (T = {float(threshold):g})" if method == "diff-pruning" and pd.notna(threshold) else label
+
+
+def our_rows(metrics: pd.DataFrame, dense: pd.Series) -> pd.DataFrame:
+    """Rows of :func:`experiments.table` in the paper's units; sizes also as the share kept of ``dense``."""
+    method = metrics["method"].replace({"teacher": "pretrained"})
+    threshold = pd.to_numeric(metrics["threshold"], errors="coerce").where(method == "diff-pruning")
+    return pd.DataFrame({
+        "row": [row_label(m, t) for m, t in zip(method, threshold)],
+        "method": method, "threshold": threshold,
+        "params (M)": metrics["params"] / 1e6, "MACs (M)": metrics["macs"] / 1e6,
+        "params kept": metrics["params"] / dense["params"], "MACs kept": metrics["macs"] / dense["macs"],
+        "FID (digits features)": metrics["fid"], "SSIM": metrics["ssim"],
+        "train steps": metrics["train_steps"], "timesteps used": metrics["timesteps_used"],
+    })
+
+
+def paper_rows_table(rows: pd.DataFrame, dense: pd.Series | None = None) -> pd.DataFrame:
+    """Rows of :func:`paper.paper_rows` in the same layout as :func:`our_rows` (MACs in G, Inception FID)."""
+    threshold = rows["threshold"].where(rows["method"] == "diff-pruning")
+    table = pd.DataFrame({
+        "row": [row_label(m, t) for m, t in zip(rows["method"], threshold)],
+        "method": rows["method"], "threshold": threshold,
+        "params (M)": rows["params_M"], "MACs (G)": rows["macs_G"],
+        "FID (Inception-v3)": rows["fid"], "SSIM": rows["ssim"],
+        "train steps": rows["train_steps"], "timesteps used": rows["timesteps_used"],
+    })
+    if dense is not None:
+        table.insert(5, "params kept", rows["params_M"] / dense["params_M"])
+        table.insert(6, "MACs kept", rows["macs_G"] / dense["macs_G"])
+    return table.dropna(axis="columns", how="all")
+
+
+def beside_paper(ours: pd.DataFrame, papers: dict, *, on: list) -> pd.DataFrame:
+    """Our rows with each paper table's matching row beside them, columns prefixed 'ours ' and '<name> '.
+
+    Rows match on the ``on`` columns and, among rows equal there, by order of appearance (the paper's
+    three scratch budgets pair with ours in order). A row without a match gets empty paper columns.
+    Repeated row labels are numbered: 'Scratch training (1)', 'Scratch training (2)'.
+    """
+    def keyed(frame):
+        return frame.assign(_occurrence=frame.groupby(on, dropna=False).cumcount())
+
+    keys = [*on, "_occurrence"]
+    table = keyed(ours)[[*keys, "row"]]
+    repeated = table["row"].duplicated(keep=False)
+    table.loc[repeated, "row"] += " (" + (table.loc[repeated, "_occurrence"] + 1).astype(str) + ")"
+    for name, frame in {"ours": ours, **papers}.items():
+        values = keyed(frame).drop(columns="row").set_index(keys)
+        table = table.join(values.add_prefix(f"{name} "), on=keys)
+    return table.drop(columns="_occurrence")
+
+
+def plot_beside_paper(table: pd.DataFrame, *, sources: dict, x: str, metrics: list, kind: str = "bar",
+                      xlabel: str | None = None):
+    """A :func:`beside_paper` table drawn as one column of panels per source, one row of panels per metric.
+
+    ``sources`` maps a column prefix ("ours", "CIFAR-10") to its panel title. Each metric is a tuple
+    of column names, the first one a source has is drawn (e.g. ("FID (digits features)", "FID
+    (Inception-v3)")). ``kind`` "bar": horizontal bars labelled by the column ``x`` (the rows' shared
+    labels); "line": a line over ``x``, the source's own column '<prefix> <x>' if it has one.
+    """
+    if kind not in ("bar", "line"):
+        raise ValueError(f"kind must be 'bar' or 'line', got {kind!r}")
+    height = 0.3 * len(table) + 1.0 if kind == "bar" else 2.6
+    figure, axes = plt.subplots(len(metrics), len(sources), squeeze=False, sharey=kind == "bar",
+                                figsize=(3.4 * len(sources) + (2.0 if kind == "bar" else 0), height * len(metrics)))
+    for column, (prefix, title) in enumerate(sources.items()):
+        colour = "tab:blue" if column == 0 else "tab:gray"
+        for row, candidates in enumerate(metrics):
+            ax = axes[row, column]
+            name = next((c for c in candidates if f"{prefix} {c}" in table and table[f"{prefix} {c}"].notna().any()),
+                        None)
+            if name is None:
+                ax.set_title(f"{title}\n(not reported)" if row == 0 else "(not reported)", fontsize=9)
+                ax.tick_params(axis="x", bottom=False, labelbottom=False)
+                continue
+            values = table[f"{prefix} {name}"]
+            if kind == "bar":
+                ax.barh(range(len(table)), values, color=colour)
+                ax.set_yticks(range(len(table)), table[x].astype(str))
+                ax.set_ylim(len(table) - 0.5, -0.5)
+            else:
+                ax.plot(table.get(f"{prefix} {x}", table.get(x)), values, "o-", color=colour)
+                ax.set_xlabel(xlabel or x)
+            ax.set_title(f"{title}\n{name}" if row == 0 else name, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def teacher_loss_curve(spec: RunSpec, *, timesteps: int = 1000, progress: bool = True) -> pd.DataFrame:
+    """L_t and L_t / L_max (running max) of the teacher for t < ``timesteps`` on Algorithm 1's batch and noise.
+
+    The same batch (``load_images`` draws the subset as :func:`experiments.run` does) and noise as the
+    runs of ``spec``, so :func:`thresholds.timesteps_kept` on this curve is the number of timesteps a
+    Diff-Pruning run at that T uses (Figure 5, Table 5).
+    """
+    model = load_unet(spec.teacher)
+    batch = load_images(spec.data, image_size=model.config.sample_size, channels=model.config.in_channels,
+                        limit=spec.prune_batch, seed=spec.seed)
+    losses = timestep_losses(model, batch, noise_scheduler().alphas_cumprod, timesteps=range(timesteps),
+                             seed=spec.seed, progress=progress)
+    return pd.DataFrame({"t": range(timesteps), "loss": losses.numpy(), "relative": relative_losses(losses).numpy()})
+
+
+def plot_relative_losses(ax, curve: pd.DataFrame, marks: dict) -> None:
+    """L_t / L_max against t on a log scale, with a vertical line per ``marks`` entry (label -> t)."""
+    ax.plot(curve["t"], curve["relative"], color="tab:blue", lw=1.2, label="L_t / L_max (teacher)")
+    for (label, t), style in zip(marks.items(), ["--", ":", "-.", (0, (5, 1, 1, 1))]):
+        ax.axvline(t, color="black", ls=style, lw=1, label=label)
+    ax.set(xlabel="timestep t", ylabel="L_t / L_max", yscale="log")
+    ax.legend(fontsize=8)
+
+
+def pruned_size(model, ratio: float) -> dict:
+    """What channel ratio ``ratio`` leaves of ``model`` (unchanged): params, MACs, shares removed, block widths.
+
+    Widths depend on the ratio alone (the paper's rounding, pruner.py), so magnitude scores are used.
+    """
+    inputs = example_inputs(model)
+    pruned = prune_unet(copy.deepcopy(model), StructureImportance("magnitude"), ratio=ratio, inputs=inputs)
+    before, after = count_macs(model, inputs), count_macs(pruned, inputs)
+    return {"ratio": ratio, "params": after["params"], "macs": after["macs"],
+            "params_removed": 1 - after["params"] / before["params"],
+            "macs_removed": 1 - after["macs"] / before["macs"],
+            "widths": [block.resnets[0].conv1.out_channels for block in pruned.down_blocks],
+            "dense_widths": [block.resnets[0].conv1.out_channels for block in model.down_blocks]}
+
+
+def plot_sample_rows(samples: dict, captions: dict, *, n: int = 8):
+    """One row of the first ``n`` samples (in [-1, 1]) per model, its caption (e.g. the SSIM) on the left."""
+    figure, axes = plt.subplots(len(samples), 1, figsize=(0.75 * n + 2.2, 0.85 * len(samples)), squeeze=False)
+    for ax, (label, images) in zip(axes[:, 0], samples.items()):
+        grid = make_grid((images[:n].float() + 1) / 2, nrow=n, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), cmap="gray", interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(f"{label}\n{captions.get(label, '')}", rotation=0, ha="right", va="center", fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,80 @@
+"""The book's shared tables and plots: our rows beside the paper's, the teacher's loss curve, pruned widths."""
+import matplotlib
+import pandas as pd
+import pytest
+import torch
+
+from diffprune_core import figures, paper
+from diffprune_core.experiments import RunSpec, run
+from diffprune_core.thresholds import timesteps_kept
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def metrics_table(rows):
+    """A stand-in for experiments.table: (method, threshold, train_steps, params, fid) per row."""
+    frame = pd.DataFrame(rows, columns=["method", "threshold", "train_steps", "params", "fid"])
+    return frame.assign(macs=frame["params"] * 10, ssim=0.9, timesteps_used=0)
+
+
+def test_our_rows_beside_table_1_match_method_threshold_and_scratch_order():
+    ours = figures.our_rows(metrics_table([
+        ("teacher", None, 0, 100, 1.0), ("scratch", None, 600, 50, 9.0), ("scratch", None, 3000, 50, 5.0),
+        ("magnitude", None, 600, 50, 3.0), ("diff-pruning", 0.05, 600, 50, 2.0), ("diff-pruning", 0.3, 600, 50, 4.0),
+    ]), dense=pd.Series({"params": 100, "macs": 1000}))
+    assert ours["row"].tolist()[:2] == ["Pretrained", "Scratch training"]
+    assert ours["row"].tolist()[4] == "Diff-Pruning (T = 0.05)" and ours["params kept"].tolist()[1] == 0.5
+    rows = paper.paper_rows(source="diff-pruning", table=1, dataset="cifar10-32")
+    cifar = figures.paper_rows_table(rows, dense=rows.iloc[0])
+    table = figures.beside_paper(ours, {"CIFAR-10": cifar}, on=["method", "threshold"])
+    assert table["CIFAR-10 train steps"].tolist()[:3] == ["800K", "100K", "500K"], "scratch rows pair in order"
+    assert table["row"].tolist()[:3] == ["Pretrained", "Scratch training (1)", "Scratch training (2)"]
+    assert table["CIFAR-10 FID (Inception-v3)"].tolist()[3:5] == [5.48, 5.29]
+    assert pd.isna(table["CIFAR-10 FID (Inception-v3)"].iloc[5]), "no paper row at T = 0.3"
+    assert table["ours FID (digits features)"].tolist() == [1.0, 9.0, 5.0, 3.0, 2.0, 4.0]
+    assert table["CIFAR-10 params kept"].iloc[4] == pytest.approx(19.8 / 35.7)
+
+
+def test_plot_beside_paper_draws_one_panel_per_metric_and_source():
+    table = pd.DataFrame({"row": ["a", "b"], "x": [0.1, 0.2], "ours FID (digits features)": [1.0, 2.0],
+                          "ours SSIM": [0.9, 0.8], "paper x": [0.15, 0.3], "paper FID (Inception-v3)": [5.0, 6.0],
+                          "paper SSIM": [None, None]})
+    sources, metrics = {"ours": "ours", "paper": "CIFAR-10"}, [("FID (digits features)", "FID (Inception-v3)"), ("SSIM",)]
+    bars = figures.plot_beside_paper(table, sources=sources, x="row", metrics=metrics)
+    assert [ax.get_title() for ax in bars.axes[:2]] == ["ours\nFID (digits features)", "CIFAR-10\nFID (Inception-v3)"]
+    assert [t.get_text() for t in bars.axes[0].get_yticklabels()] == ["a", "b"]
+    assert "not reported" in bars.axes[3].get_title()
+    lines = figures.plot_beside_paper(table, sources=sources, x="x", metrics=metrics, kind="line")
+    assert lines.axes[1].get_lines()[0].get_xdata().tolist() == [0.15, 0.3], "a source's own x column"
+    assert lines.axes[0].get_lines()[0].get_xdata().tolist() == [0.1, 0.2]
+    for figure in (bars, lines):
+        plt.close(figure)
+    with pytest.raises(ValueError):
+        figures.plot_beside_paper(table, sources=sources, x="x", metrics=metrics, kind="pie")
+
+
+def test_loss_curve_counts_the_timesteps_a_run_uses(tiny_unet, tmp_path):
+    tiny_unet.save_pretrained(tmp_path / "teacher")
+    spec = RunSpec(teacher=str(tmp_path / "teacher"), prune_batch=4, train_steps=0, n_samples=2, sample_steps=1)
+    curve = figures.teacher_loss_curve(spec, timesteps=30, progress=False)
+    assert curve["t"].tolist() == list(range(30)) and (curve["relative"] <= 1).all()
+    below = curve["relative"][curve["relative"] < 1]
+    assert len(below), "a random U-Net's L_t is not monotone over 30 timesteps"
+    threshold = float(below.max())
+    used = run(RunSpec(**{**spec.__dict__, "threshold": threshold}), root=tmp_path / "runs", progress=False)
+    assert used["timesteps_used"] == timesteps_kept(curve["loss"], threshold) < 30
+
+
+def test_pruned_size_moves_in_whole_groupnorm_groups(tiny_unet):
+    assert figures.pruned_size(tiny_unet, 0.05)["widths"] == [16, 32, 32, 32], "m // 4 = 0 in every group"
+    size = figures.pruned_size(tiny_unet, 0.3)
+    assert size["widths"] == [12, 24, 24, 24] and size["dense_widths"] == [16, 32, 32, 32]
+    assert 0.4 < size["params_removed"] < 0.5 and 0 < size["macs_removed"] < 1
+
+
+def test_plot_sample_rows_captions_each_model():
+    samples = {"dense": torch.zeros(4, 1, 16, 16), "pruned": torch.ones(4, 1, 16, 16)}
+    figure = figures.plot_sample_rows(samples, {"pruned": "SSIM 0.5"}, n=3)
+    assert [ax.get_ylabel() for ax in figure.axes] == ["dense\n", "pruned\nSSIM 0.5"]
+    plt.close(figure)

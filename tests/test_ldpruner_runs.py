@@ -1,0 +1,100 @@
+"""LD-Pruner as a method of the experiment runs: ld_prune end to end, and run() with method "ld-pruner"."""
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from diffprune_core.architectures import example_inputs
+from diffprune_core.checkpoints import load_unet
+from diffprune_core.complexity import count_macs
+from diffprune_core.errors import InputError
+from diffprune_core.experiments import LD_SCORES, RunSpec, load_samples, run_key, table
+from diffprune_core.ldpruner import enumerate_operators, ld_prune
+from diffprune_core.sampling import ddim_sample
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run several times faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_unet():
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4, attention_head_dim=4).eval()
+
+
+def test_ld_prune_meets_macs_target():
+    model = small_unet()
+    inputs = example_inputs(model)
+    dense = count_macs(model, inputs)["macs"]
+    result = ld_prune(model, macs_reduction=0.3, n_gen=2, sample_steps=2, progress=False)
+    reduction = 1 - count_macs(model, inputs)["macs"] / dense
+    scores = result["scores"].set_index(["operator", "modification"])
+    assert reduction >= 0.3 and reduction - scores.loc[result["modifications"][-1], "macs_removed"] / dense < 0.3
+    assert result["modifications"] == [tuple(pair) for pair in model.diffprune_modifications]
+    lowest = result["scores"].sort_values("rank").drop_duplicates("operator").head(len(result["modifications"]))
+    assert result["modifications"] == list(zip(lowest["operator"], lowest["modification"]))
+    assert ddim_sample(model, n=2, seed=0, steps=2, progress=False).shape == (2, 1, 8, 8)
+
+
+def test_ld_prune_checks_its_target_before_scoring(tiny_cond_unet):
+    model = small_unet()
+    with pytest.raises(InputError, match="exactly one"):
+        ld_prune(model, macs_reduction=0.3, n_operators=2)
+    with pytest.raises(InputError, match="exactly one"):
+        ld_prune(model)
+    with pytest.raises(InputError, match="macs_reduction"):
+        ld_prune(model, macs_reduction=1.5)
+    with pytest.raises(InputError, match="n_operators"):
+        ld_prune(model, n_operators=len(enumerate_operators(model)) + 1)
+    with pytest.raises(InputError, match="UNet2DModel"):
+        ld_prune(tiny_cond_unet, n_operators=1)
+    assert not hasattr(model, "diffprune_modifications")
+
+
+@pytest.fixture
+def spec(tmp_path):
+    small_unet().save_pretrained(tmp_path / "teacher")
+    return RunSpec(teacher=str(tmp_path / "teacher"), method="ld-pruner", macs_reduction=0.3, train_steps=2,
+                   n_samples=4, sample_steps=2, n_gen=2, score_steps=2)
+
+
+def test_ld_pruner_runs_measure_and_reload(spec, tmp_path):
+    root = tmp_path / "runs"
+    scratch = replace(spec, method="ld-pruner-scratch")
+    rows = table([replace(spec, method="teacher"), spec, scratch], root=root, progress=False)
+    teacher, pruned, from_scratch = rows.to_dict("records")
+    assert 1 - pruned["macs"] / teacher["macs"] >= 0.3 and pruned["operators_modified"] >= 1
+    assert pruned["ratio"] is None and pruned["timesteps_used"] == 0
+    assert (from_scratch["params"], from_scratch["macs"]) == (pruned["params"], pruned["macs"])
+    for column in ["fid", "ssim", "seconds_per_image", "confident_rate"]:
+        assert pd.notna(pruned[column])
+    assert run_key(spec).startswith("ld-pruner-m0.3-s2-")
+
+    folder = root / run_key(spec)
+    ranking = pd.read_csv(folder / LD_SCORES)
+    assert sorted(ranking["rank"]) == list(range(1, len(ranking) + 1))
+    widths = json.loads((folder / "train" / "model" / "widths.json").read_text())
+    assert len(widths["operator_modifications"]) == pruned["operators_modified"]
+    model = load_unet(str(folder / "train" / "model"))
+    assert count_macs(model, example_inputs(model))["macs"] == pruned["macs"]
+    samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, progress=False)
+    torch.testing.assert_close(samples, load_samples(spec, root), atol=1 / 127.5, rtol=0)  # the run's model, reloaded
+
+    scratch_model = load_unet(str(root / run_key(scratch) / "train" / "model"))
+    assert json.loads((root / run_key(scratch) / "train" / "model" / "widths.json").read_text()) == widths
+    assert not torch.equal(scratch_model.conv_in.weight, model.conv_in.weight)
+
+
+def test_ld_pruner_run_needs_macs_reduction(spec):
+    with pytest.raises(InputError, match="macs_reduction"):
+        replace(spec, macs_reduction=None)

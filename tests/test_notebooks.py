@@ -1,0 +1,100 @@
+"""Every notebook: documented parameters, a smoke run with papermill, and the book built from the results.
+
+The smoke parameters (notebooks/smoke_parameters.json) exercise every cell in seconds. The executed
+notebooks go into a temporary copy of the book tree (_config.yml, _toc.yml, book/, notebooks/), which
+jupyter-book then builds with execution off and Sphinx warnings as errors, as CI does.
+"""
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from diffprune_core.results import NOTEBOOKS_DIR, REPO_ROOT
+
+NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+SMOKE = json.loads((NOTEBOOKS_DIR / "smoke_parameters.json").read_text())
+BIN = Path(sys.executable).parent
+
+
+def parameters_cell(notebook: nbformat.NotebookNode):
+    cells = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell must be tagged 'parameters'"
+    return cells[0]
+
+
+def test_every_notebook_has_smoke_parameters():
+    assert NOTEBOOKS, "no notebooks found"
+    assert sorted(SMOKE) == [path.stem for path in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_is_committed_clean_with_documented_parameters(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, "commit notebooks without outputs"
+    statements = ast.parse(parameters_cell(notebook).source).body
+    names = [s.target.id for s in statements if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)]
+    assert len(names) == len(statements), "the parameters cell holds only annotated assignments `name: type = value`"
+    documented = papermill.inspect_notebook(str(path))  # what `papermill --help-notebook` shows
+    assert list(documented) == names, "papermill could not read every line (no '=' inside the comments)"
+    for name, spec in documented.items():
+        assert spec["inferred_type_name"] != "None", f"{name} has no type annotation"
+        assert spec["help"], f"{name} has no trailing comment"
+    assert set(SMOKE[path.stem]) <= set(names), "smoke parameters must be parameters of the notebook"
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """The book tree with every notebook executed on its smoke parameters, and the results folder."""
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("mathjax"))
+    (root / "notebooks").mkdir()
+    saved = {key: os.environ.get(key) for key in ("DIFFPRUNE_RESULTS", "JUPYTER_PATH")}
+    os.environ["DIFFPRUNE_RESULTS"] = str(root / "results")
+    os.environ["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # this environment's python3 kernel
+    try:
+        for path in NOTEBOOKS:
+            papermill.execute_notebook(str(path), str(root / "notebooks" / path.name), parameters=SMOKE[path.stem],
+                                       kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    return root
+
+
+def test_smoke_runs_write_results_beside_the_defaults(smoke_book):
+    for path in NOTEBOOKS:
+        runs = list((smoke_book / "results" / path.stem).iterdir())
+        assert len(runs) == 1 and runs[0].name != "default", "smoke parameters must not write the default results"
+        metadata = json.loads((runs[0] / "metadata.json").read_text())
+        assert metadata["parameters"] | SMOKE[path.stem] == metadata["parameters"]
+        assert any(name.endswith(".csv") for name in metadata["files"])
+        assert any(name.endswith(".png") for name in metadata["files"])
+        assert any(name.endswith(".svg") for name in metadata["files"])
+
+
+def test_book_builds_with_warnings_as_errors_and_loads_nothing_remote(smoke_book):
+    config = yaml.safe_load((smoke_book / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"  # the notebooks were just executed by papermill
+    (smoke_book / "_config.yml").write_text(yaml.safe_dump(config))
+    build = subprocess.run([str(BIN / "jupyter-book"), "build", str(smoke_book), "--warningiserror", "--keep-going"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    html = smoke_book / "_build" / "html"
+    check = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "check_offline_html.py"), str(html)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    chapter = (html / "notebooks" / "01_error_propagation.html").read_text()
+    assert "_static/mathjax/tex-svg-full.js" in chapter
