@@ -73,6 +73,11 @@ def check_data(name: str) -> None:
     load_images(name, image_size=8, channels=1, limit=1)
 
 
+def sampling_device() -> torch.device:
+    """DDIM sampling runs on the GPU when there is one; x_T is drawn on the CPU from the seed, so it is the same."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def image_size(model) -> int:
     size = model.config.sample_size
     return size if isinstance(size, int) else size[0]
@@ -207,7 +212,7 @@ def run_ld_pruner(args) -> dict:
     check_output_dir(args.out)
     start = time.perf_counter()
 
-    model = load_unconditional_unet(args.model, f"{LD_PRUNER}'s sampling")
+    model = load_unconditional_unet(args.model, f"{LD_PRUNER}'s sampling").to(sampling_device())
     available = len(enumerate_operators(model))
     if args.operators is not None and args.operators > available:
         raise InputError(f"--operators {args.operators}: this U-Net has {available} operators")
@@ -329,7 +334,7 @@ def add_sample_parser(commands) -> None:
         description="Draw --n images by DDIM (Song et al.; the paper's sampler: 100 steps, eta 0) from noise\n"
                     "x_T fixed by --seed alone, so two models given the same seed start from the same noise.\n"
                     "Writes samples.safetensors (key 'samples': uint8 N x C x H x W, pixel = round((x + 1) * 127.5)),\n"
-                    "grid.png and report.json into a new folder.",
+                    "grid.png and report.json into a new folder. Sampling runs on the GPU when there is one.",
         examples="  python -m diffprune_core sample --model ft/model --n 64 --seed 0 --out samples\n"
                  "  python -m diffprune_core sample --model google/ddpm-cifar10-32 --n 16 --seed 0 --steps 50 --out s")
     p.add_argument("--model", required=True, help=MODEL_HELP + ", or paper:NAME (random weights)")
@@ -352,14 +357,15 @@ def run_sample(args) -> dict:
     check_ddim(args.steps, args.eta)
     check_output_dir(args.out)
 
-    model = load_image_unet(args.model, "sample")
+    model = load_image_unet(args.model, "sample").to(sampling_device())
     start = time.perf_counter()
     samples = ddim_sample(model, n=args.n, seed=args.seed, steps=args.steps, eta=args.eta, batch_size=args.batch_size)
     seconds = time.perf_counter() - start
     pixels = to_uint8(samples)
     report = {"command": "sample", "model": args.model, "n": args.n, "seed": args.seed, "steps": args.steps,
               "eta": args.eta, "batch_size": args.batch_size, "shape": list(pixels.shape),
-              "sampling_wall_time_s": round(seconds, 3), "torch_threads": torch.get_num_threads()}
+              "sampling_wall_time_s": round(seconds, 3), "device": str(sampling_device()),
+              "torch_threads": torch.get_num_threads()}
     with atomic_dir(args.out) as tmp:
         save_file({"samples": pixels.contiguous()}, tmp / "samples.safetensors",
                   metadata={"layout": "uint8 N x C x H x W", "pixel": "round((x + 1) * 127.5)", "seed": str(args.seed)})
@@ -376,7 +382,8 @@ def add_evaluate_parser(commands) -> None:
         description="Measure a U-Net as the paper's tables do and write report.json (and grid.png) to a new folder:\n"
                     "  params, macs (convs + linears, batch 1, the paper's convention), macs_with_attention;\n"
                     "  latency: median wall time of one DDIM run of --latency-batch-size images on the CPU;\n"
-                    "  fid: --n samples (DDIM, --steps, --seed) against all images of --data, always labelled:\n"
+                    "  fid: --n samples (DDIM, --steps, --seed; on the GPU if there is one) against all images\n"
+                    "    of --data, always labelled:\n"
                     "    'FID (digits features)' by default (the shipped digits classifier's features: a quick\n"
                     "    check, on another scale than the paper's), 'FID (Inception-v3)' with --inception-weights;\n"
                     "    reference statistics are cached in --fid-cache as safetensors + JSON;\n"
@@ -428,18 +435,20 @@ def run_evaluate(args) -> dict:
             raise InputError(f"--reference makes {shapes[1][0]} x {shapes[1][1]}^2 images, --model "
                              f"{shapes[0][0]} x {shapes[0][1]}^2: SSIM compares images of one shape")
     complexity = count_macs(model, example_inputs(model, batch_size=1))
+    latency = sampling_latency(model, batch_size=args.latency_batch_size, steps=args.steps,
+                               repeats=args.latency_repeats)  # on the CPU, where load_unet puts the model
     sample = partial(ddim_sample, n=args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
-    samples = sample(model)
+    samples = sample(model.to(sampling_device()))
     report = {
         "command": "evaluate", "model": args.model, "reference": args.reference, "data": args.data, "n": args.n,
-        "seed": args.seed, "sampler": f"DDIM, {args.steps} steps, eta 0",
+        "seed": args.seed, "sampler": f"DDIM, {args.steps} steps, eta 0", "sampling_device": str(sampling_device()),
         "params": complexity["params"], "macs": complexity["macs"], "attention_macs": complexity["attention_macs"],
         "macs_with_attention": complexity["macs_with_attention"],
-        "latency": sampling_latency(model, batch_size=args.latency_batch_size, steps=args.steps,
-                                    repeats=args.latency_repeats),
+        "latency": latency,
         "fid": fid(samples, args.data, extractor=extractor, inception_weights=args.inception_weights,
                    cache_dir=args.fid_cache, batch_size=args.batch_size),
-        "ssim_to_reference": mean_ssim(samples, sample(reference)) if reference is not None else None,
+        "ssim_to_reference": (mean_ssim(samples, sample(reference.to(sampling_device())))
+                              if reference is not None else None),
         "digits_classifier": (classify_samples(samples)
                               if (model.config.in_channels, image_size(model)) == (1, 16) else None),
     }

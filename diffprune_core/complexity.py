@@ -4,6 +4,9 @@ The paper's MACs are Torch-Pruning's hook counter at batch size 1: convolutions 
 Self- and cross-attention also multiply Q by K^T and the attention map by V; those matmuls are
 reported separately, so both conventions stand side by side.
 """
+import contextlib
+import io
+
 import torch
 import torch_pruning as tp
 from diffusers.models.attention_processor import Attention
@@ -16,7 +19,8 @@ def count_params(model) -> int:
 @torch.no_grad()
 def count_macs(model, inputs: dict) -> dict:
     """{'params', 'macs' (paper: convs + linears), 'attention_macs', 'macs_with_attention'} at the inputs' batch."""
-    macs, params = tp.utils.count_ops_and_params(model, inputs)
+    with contextlib.redirect_stdout(io.StringIO()):  # its "No positional inputs found" notice
+        macs, params = tp.utils.count_ops_and_params(model, inputs)
     attention = [0]
 
     def hook(module, args, kwargs, output):

@@ -6,8 +6,9 @@ of the dense model, which is comparable between the miniature and the paper whil
 not. FID keeps its extractor in the column name ("FID (digits features)" for ours, "FID
 (Inception-v3)" for the paper's) so the two scales are never mixed in one column or one axis.
 :func:`beside_paper` joins them row for row and :func:`plot_beside_paper` draws the joined table,
-one panel per metric and per source. :func:`teacher_loss_curve` is the teacher's L_t on Algorithm 1's batch (Figure 5 and
-the timestep counts of Table 5), :func:`pruned_size` the widths a ratio leaves (Figure 4's 5%).
+one panel per metric and per source. :func:`teacher_loss_curve` is the teacher's L_t on Algorithm
+1's batch (Figure 5, and the timestep counts of Table 5), :func:`pruned_size` the widths a ratio
+leaves (Figure 4's 5%), :func:`plot_sample_rows` samples of several models side by side.
 """
 import copy
 
@@ -36,18 +37,21 @@ def row_label(method: str, threshold=None) -> str:
     return f"{label} (T = {float(threshold):g})" if method == "diff-pruning" and pd.notna(threshold) else label
 
 
-def our_rows(metrics: pd.DataFrame, dense: pd.Series) -> pd.DataFrame:
+def our_rows(metrics: pd.DataFrame, dense: pd.Series | None = None) -> pd.DataFrame:
     """Rows of :func:`experiments.table` in the paper's units; sizes also as the share kept of ``dense``."""
     method = metrics["method"].replace({"teacher": "pretrained"})
     threshold = pd.to_numeric(metrics["threshold"], errors="coerce").where(method == "diff-pruning")
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "row": [row_label(m, t) for m, t in zip(method, threshold)],
         "method": method, "threshold": threshold,
         "params (M)": metrics["params"] / 1e6, "MACs (M)": metrics["macs"] / 1e6,
-        "params kept": metrics["params"] / dense["params"], "MACs kept": metrics["macs"] / dense["macs"],
         "FID (digits features)": metrics["fid"], "SSIM": metrics["ssim"],
         "train steps": metrics["train_steps"], "timesteps used": metrics["timesteps_used"],
     })
+    if dense is not None:
+        table.insert(5, "params kept", metrics["params"] / dense["params"])
+        table.insert(6, "MACs kept", metrics["macs"] / dense["macs"])
+    return table
 
 
 def paper_rows_table(rows: pd.DataFrame, dense: pd.Series | None = None) -> pd.DataFrame:
@@ -66,22 +70,25 @@ def paper_rows_table(rows: pd.DataFrame, dense: pd.Series | None = None) -> pd.D
     return table.dropna(axis="columns", how="all")
 
 
-def beside_paper(ours: pd.DataFrame, papers: dict, *, on: list) -> pd.DataFrame:
+def beside_paper(ours: pd.DataFrame, papers: dict, *, on: list, in_order: bool = True) -> pd.DataFrame:
     """Our rows with each paper table's matching row beside them, columns prefixed 'ours ' and '<name> '.
 
-    Rows match on the ``on`` columns and, among rows equal there, by order of appearance (the paper's
-    three scratch budgets pair with ours in order). A row without a match gets empty paper columns.
-    Repeated row labels are numbered: 'Scratch training (1)', 'Scratch training (2)'.
+    Rows match on the ``on`` columns and, with ``in_order``, among rows equal there by order of
+    appearance (the paper's three scratch budgets pair with ours in order); without it several of our
+    rows may share one paper row. A row without a match gets empty paper columns. Repeated row labels
+    are numbered: 'Scratch training (1)', 'Scratch training (2)'.
     """
     def keyed(frame):
-        return frame.assign(_occurrence=frame.groupby(on, dropna=False).cumcount())
+        frame = frame.reset_index(drop=True)
+        return frame.assign(_occurrence=frame.groupby(on, dropna=False).cumcount() if in_order else 0)
 
     keys = [*on, "_occurrence"]
     table = keyed(ours)[[*keys, "row"]]
     repeated = table["row"].duplicated(keep=False)
-    table.loc[repeated, "row"] += " (" + (table.loc[repeated, "_occurrence"] + 1).astype(str) + ")"
-    for name, frame in {"ours": ours, **papers}.items():
-        values = keyed(frame).drop(columns="row").set_index(keys)
+    table.loc[repeated, "row"] += " (" + (table[repeated].groupby("row").cumcount() + 1).astype(str) + ")"
+    table = table.join(ours.reset_index(drop=True).drop(columns=["row", *on]).add_prefix("ours "))
+    for name, frame in papers.items():
+        values = keyed(frame).drop(columns="row").drop_duplicates(keys).set_index(keys)
         table = table.join(values.add_prefix(f"{name} "), on=keys)
     return table.drop(columns="_occurrence")
 

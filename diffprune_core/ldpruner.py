@@ -21,6 +21,7 @@ per element across the N_gen samples,
 The lowest scores are pruned first, keeping every remaining weight. The modifications applied are
 recorded on the model as ``model.diffprune_modifications`` ([name, modification] pairs), so that a
 checkpoint can re-apply them on a freshly built base model before loading its weights.
+:func:`ld_prune` does all of it for an unconditional U-Net, generating the N_gen outputs by DDIM.
 """
 import copy
 from contextlib import contextmanager

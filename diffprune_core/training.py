@@ -234,9 +234,9 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
     ema.copy_to(unwrapped.parameters())
     unwrapped.eval()
     losses = pd.read_csv(loss_log)["loss"]  # written by the main process before the barrier
+    wall_time_s = wall_time_before + session_s  # the sessions' time for the steps kept, not for redone ones
     report = {"steps": config.steps, "resumed_from_step": start, "processes": accelerator.num_processes,
-              "wall_time_s": wall_time_before + session_s,
-              "seconds_per_step": session_s / max(config.steps - start, 1),
+              "wall_time_s": wall_time_s, "seconds_per_step": wall_time_s / config.steps,
               "final_loss": float(losses.tail(config.log_every).mean()), "final_loss_steps": config.log_every,
               "config": asdict(config)}
     if accelerator.is_main_process:

@@ -36,11 +36,20 @@ def test_our_rows_beside_table_1_match_method_threshold_and_scratch_order():
     assert table["CIFAR-10 params kept"].iloc[4] == pytest.approx(19.8 / 35.7)
 
 
+def test_several_of_our_rows_can_share_a_paper_row():
+    ours = pd.DataFrame({"row": ["70%", "75%"], "paper row": [0.7, 0.7], "FID": [9.0, 10.0]})
+    paper = pd.DataFrame({"row": ["56%", "70%"], "paper row": [0.56, 0.7], "FID": [6.36, 9.33]})
+    table = figures.beside_paper(ours, {"paper": paper}, on=["paper row"], in_order=False)
+    assert table["row"].tolist() == ["70%", "75%"] and table["paper FID"].tolist() == [9.33, 9.33]
+    assert table["ours FID"].tolist() == [9.0, 10.0]
+
+
 def test_plot_beside_paper_draws_one_panel_per_metric_and_source():
     table = pd.DataFrame({"row": ["a", "b"], "x": [0.1, 0.2], "ours FID (digits features)": [1.0, 2.0],
                           "ours SSIM": [0.9, 0.8], "paper x": [0.15, 0.3], "paper FID (Inception-v3)": [5.0, 6.0],
                           "paper SSIM": [None, None]})
-    sources, metrics = {"ours": "ours", "paper": "CIFAR-10"}, [("FID (digits features)", "FID (Inception-v3)"), ("SSIM",)]
+    sources = {"ours": "ours", "paper": "CIFAR-10"}
+    metrics = [("FID (digits features)", "FID (Inception-v3)"), ("SSIM",)]
     bars = figures.plot_beside_paper(table, sources=sources, x="row", metrics=metrics)
     assert [ax.get_title() for ax in bars.axes[:2]] == ["ours\nFID (digits features)", "CIFAR-10\nFID (Inception-v3)"]
     assert [t.get_text() for t in bars.axes[0].get_yticklabels()] == ["a", "b"]

@@ -50,7 +50,7 @@ def test_notebook_is_committed_clean_with_documented_parameters(path):
     for name, spec in documented.items():
         assert spec["inferred_type_name"] != "None", f"{name} has no type annotation"
         assert spec["help"], f"{name} has no trailing comment"
-    assert set(SMOKE[path.stem]) <= set(names), "smoke parameters must be parameters of the notebook"
+    assert set(SMOKE.get(path.stem, {})) <= set(names), "smoke parameters must be parameters of the notebook"
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,8 @@ def smoke_book(tmp_path_factory):
     os.environ["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # this environment's python3 kernel
     try:
         for path in NOTEBOOKS:
+            if path.stem not in SMOKE:
+                pytest.fail(f"{path.stem} has no entry in notebooks/smoke_parameters.json")
             papermill.execute_notebook(str(path), str(root / "notebooks" / path.name), parameters=SMOKE[path.stem],
                                        kernel_name="python3", cwd=str(root / "notebooks"), progress_bar=False)
     finally:
@@ -98,3 +100,14 @@ def test_book_builds_with_warnings_as_errors_and_loads_nothing_remote(smoke_book
     assert check.returncode == 0, check.stderr
     chapter = (html / "notebooks" / "01_error_propagation.html").read_text()
     assert "_static/mathjax/tex-svg-full.js" in chapter
+
+
+def test_offline_check_catches_remote_scripts_and_stylesheets(tmp_path):
+    check = [sys.executable, str(REPO_ROOT / "tools" / "check_offline_html.py"), str(tmp_path)]
+    page = tmp_path / "page.html"
+    page.write_text('<a href="https://arxiv.org/abs/2305.10924">paper</a><script src="_static/mathjax/tex.js"></script>')
+    assert subprocess.run(check, capture_output=True).returncode == 0
+    for remote in ('<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>',
+                   '<link rel="stylesheet" href="//fonts.googleapis.com/css?family=Lato">'):
+        page.write_text(remote)
+        assert subprocess.run(check, capture_output=True).returncode == 1
