@@ -70,7 +70,7 @@ class TrainConfig:
 
     @classmethod
     def cpu(cls, **overrides) -> "TrainConfig":
-        """16x16 digits on two CPU cores: ~0.3 s a step, 6,000 steps in about half an hour."""
+        """16x16 digits on a CPU: ~0.3 s a step for the teacher on an idle core, 6,000 steps in half an hour."""
         return cls(**{"steps": 6000, "batch_size": 64, "lr": 1e-3, "ema_decay": 0.999,
                       "checkpoint_every": 500, "log_every": 50, **overrides})
 
