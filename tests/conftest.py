@@ -6,6 +6,15 @@ from diffusers import UNet2DConditionModel
 from diffprune_core.teacher import build_teacher
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions run several times faster on one thread when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_unet():
     """The teacher's architecture (a 16x16, one-channel UNet2DModel) with random weights."""
