@@ -31,7 +31,7 @@ from .metrics import mean_ssim, sampling_latency
 from .pruner import check_ratio, prune
 from .sampling import ddim_sample, noise_scheduler
 from .teacher import save_grid as save_zoomed_grid
-from .training import TrainConfig, checkpoint_dirs, train
+from .training import TrainConfig, checkpoint_dirs, reinitialise, train
 
 LD_PRUNER = "ld-pruner"
 DEFAULT_RATIO = 0.3
@@ -286,22 +286,6 @@ def add_finetune_parser(commands) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     p.add_argument("--out", required=True, help="the run's folder (new or empty, unless --resume)")
     p.set_defaults(run=run_finetune)
-
-
-def reinitialise(model, seed: int):
-    """Scratch training's start (Section 5.1): the same, possibly pruned, architecture with fresh weights.
-
-    Every module holding parameters draws them again with its own ``reset_parameters`` (PyTorch's
-    default initialisation, which is how diffusers initialises a U-Net), at its current, pruned shape.
-    """
-    torch.manual_seed(seed)
-    for name, module in model.named_modules():
-        if next(module.parameters(recurse=False), None) is None:
-            continue
-        if not hasattr(module, "reset_parameters"):
-            raise InputError(f"cannot re-initialise {name} ({type(module).__name__}): it has no reset_parameters")
-        module.reset_parameters()
-    return model
 
 
 def run_finetune(args) -> dict | None:

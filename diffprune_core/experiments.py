@@ -32,7 +32,7 @@ from .ldpruner import ld_prune
 from .metrics import mean_ssim, sampling_latency, ssim
 from .pruner import prune, prune_unet
 from .sampling import ddim_sample, noise_scheduler
-from .training import TrainConfig, train
+from .training import TrainConfig, reinitialise, train
 
 RUNS_DIR = DATA_DIR.parent / "results" / "runs"
 LD_PRUNER_METHODS = ("ld-pruner", "ld-pruner-scratch")
@@ -84,15 +84,6 @@ def teacher_spec(spec: RunSpec) -> RunSpec:
     """The teacher's own run with the same sampling settings: the reference for SSIM."""
     return replace(spec, method="teacher", ratio=None, macs_reduction=None, threshold=0.0, max_timesteps=None,
                    train_steps=0)
-
-
-def reinitialise(model, seed: int):
-    """Scratch training's starting point: the same architecture with PyTorch's default initialisation."""
-    torch.manual_seed(seed)
-    for module in model.modules():
-        if hasattr(module, "reset_parameters") and module is not model:
-            module.reset_parameters()
-    return model
 
 
 def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:

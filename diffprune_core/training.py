@@ -255,3 +255,19 @@ def check_images(model, images: torch.Tensor) -> None:
     if images.ndim != 4 or len(images) == 0 or tuple(images.shape[1:]) != expected:
         raise InputError(f"training images must be N x {' x '.join(map(str, expected))} with N >= 1, "
                          f"got {tuple(images.shape)}")
+
+
+def reinitialise(model, seed: int):
+    """Scratch training's start (Section 5.1): the same, possibly pruned, architecture with fresh weights.
+
+    Every module holding parameters draws them again with its own ``reset_parameters`` (PyTorch's
+    default initialisation, which is how diffusers initialises a U-Net), at its current, pruned shape.
+    """
+    torch.manual_seed(seed)
+    for name, module in model.named_modules():
+        if next(module.parameters(recurse=False), None) is None:
+            continue
+        if not hasattr(module, "reset_parameters"):
+            raise InputError(f"cannot re-initialise {name} ({type(module).__name__}): it has no reset_parameters")
+        module.reset_parameters()
+    return model
