@@ -4,7 +4,8 @@ A :class:`RunSpec` says how a model is obtained (the teacher itself, a pruning c
 operator pruning, or scratch training of a pruned architecture), how long it trains, and how it is
 sampled. :func:`run` does it once and stores the model, the samples and ``metrics.json`` under
 ``results/runs/<key>/``; the notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05
-and ratio 0.3 is in all three).
+and ratio 0.3 is in all three). The gradient sums of Algorithm 1 are shared more widely still, by
+every run with the same teacher, batch and T (:func:`gradient_sums`).
 SSIM compares each model's samples with the teacher's from the same seed, hence the same x_T.
 """
 import copy
@@ -22,7 +23,7 @@ from torchvision.utils import save_image
 from .architectures import DATA_DIR, example_inputs
 from .checkpoints import load_unet
 from .complexity import count_macs
-from .criteria import CRITERIA, StructureImportance, accumulate_gradients
+from .criteria import CRITERIA, GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients
 from .data import load_images
 from .digits_classifier import classify_samples
 from .errors import InputError
@@ -68,16 +69,20 @@ class RunSpec:
             raise InputError("train_steps must be >= 0 and n_samples >= 2")
 
 
+def settings_digest(settings: dict, teacher: str) -> str:
+    """SHA-256 of ``settings`` (JSON) and of the teacher's weight files."""
+    folder = Path(teacher)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def run_key(spec: RunSpec) -> str:
     """A readable folder name plus a hash of every setting and of the teacher's weights."""
-    teacher = Path(spec.teacher)
-    weights = sorted(teacher.glob("*.safetensors")) if teacher.is_dir() else []
-    digest = hashlib.sha256(json.dumps(asdict(spec), sort_keys=True).encode())
-    for path in weights:
-        digest.update(path.read_bytes())
     amount = f"m{spec.macs_reduction}" if spec.macs_reduction is not None else f"r{spec.ratio}"
     label = "teacher" if spec.method == "teacher" else f"{spec.method}-{amount}-s{spec.train_steps}"
-    return f"{label}-{digest.hexdigest()[:10]}"
+    return f"{label}-{settings_digest(asdict(spec), spec.teacher)[:10]}"
 
 
 def teacher_spec(spec: RunSpec) -> RunSpec:
@@ -105,10 +110,11 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
         elif spec.method != "teacher":
             criterion = "magnitude" if spec.method == "scratch" else spec.method
             batch = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(spec.seed))[:spec.prune_batch]]
+            gradients = gradient_sums(model, batch, spec, root, progress) if criterion in GRADIENT_CRITERIA else None
             pruning = prune(model, criterion, ratio=None if spec.macs_reduction else spec.ratio,
                             macs_reduction=spec.macs_reduction, images=batch,
                             alphas_cumprod=noise_scheduler().alphas_cumprod, threshold=spec.threshold,
-                            max_steps=spec.max_timesteps, seed=spec.seed, progress=progress)
+                            max_steps=spec.max_timesteps, seed=spec.seed, progress=progress, gradients=gradients)
         if spec.method in ("scratch", "ld-pruner-scratch"):
             reinitialise(model, spec.seed)
         if spec.train_steps and spec.method != "teacher":
@@ -123,6 +129,32 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
         save_samples(samples, tmp)
         write_json(tmp / "metrics.json", metrics)
     return metrics
+
+
+def gradient_sums(model, batch, spec: RunSpec, root=RUNS_DIR, progress: bool = True) -> GradientReport:
+    """Algorithm 1's gradient sums for ``spec``'s teacher, batch and T, put into ``model``'s ``param.grad``.
+
+    They do not depend on the ratio, the MACs target or the fine-tuning, and Taylor and Diff-Pruning at
+    T = 0 sum the same gradients, so they are computed once and read back from
+    ``root/gradients/<key>/`` (safetensors plus JSON) by every run that needs them.
+    """
+    threshold = spec.threshold if spec.method == "diff-pruning" else 0.0
+    settings = {"data": spec.data, "prune_batch": spec.prune_batch, "seed": spec.seed, "threshold": threshold,
+                "max_timesteps": spec.max_timesteps}
+    out = Path(root) / "gradients" / f"T{threshold:g}-{settings_digest(settings, spec.teacher)[:10]}"
+    if not (out / "report.json").is_file():
+        report = accumulate_gradients(model, batch, noise_scheduler().alphas_cumprod, threshold=threshold,
+                                      max_steps=spec.max_timesteps, seed=spec.seed, progress=progress)
+        with atomic_dir(out) as tmp:
+            save_file({name: p.grad.contiguous() for name, p in model.named_parameters() if p.grad is not None},
+                      tmp / "gradients.safetensors")
+            write_json(tmp / "report.json", {**asdict(report), "losses": list(report.losses.items())})
+        return report
+    sums = load_file(out / "gradients.safetensors")
+    for name, parameter in model.named_parameters():
+        parameter.grad = sums.get(name)
+    saved = json.loads((out / "report.json").read_text())
+    return GradientReport(**{**saved, "losses": {int(t): loss for t, loss in saved["losses"]}})
 
 
 def measure(model, samples, reference, images, spec: RunSpec) -> dict:

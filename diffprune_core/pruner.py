@@ -23,7 +23,7 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from .complexity import count_macs
-from .criteria import GRADIENT_CRITERIA, StructureImportance, accumulate_gradients, check_criterion
+from .criteria import GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients, check_criterion
 from .errors import InputError
 
 
@@ -149,12 +149,15 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
 
 def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: float | None = None, images=None,
           alphas_cumprod=None, threshold: float = 0.0, stride: int = 1, max_steps: int | None = None,
-          round_to: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+          round_to: int | None = None, seed: int = 0, progress: bool = True,
+          gradients: GradientReport | None = None) -> dict:
     """Algorithm 1 end to end: gradients over the pruned timesteps (for the Taylor criteria), then pruning.
 
     Exactly one of ``ratio`` (channels) and ``macs_reduction`` (Table 4) is given. ``threshold`` is T
-    for ``diff-pruning``; ``taylor`` always uses every timestep. Returns what was done: the ratio used
-    and the timesteps whose gradients were summed.
+    for ``diff-pruning``; ``taylor`` always uses every timestep. ``gradients``, if given, is the report of
+    an :func:`accumulate_gradients` whose sums are already in ``param.grad`` (e.g. read back from a
+    cache): the loop over timesteps is then skipped. Returns what was done: the ratio used and the
+    timesteps whose gradients were summed.
     """
     check_criterion(criterion)
     if (ratio is None) == (macs_reduction is None):
@@ -165,8 +168,8 @@ def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: 
     if macs_reduction is not None:
         ratio = search_ratio_for_macs(model, macs_reduction, inputs)
     check_ratio(ratio)
-    report = None
-    if criterion in GRADIENT_CRITERIA:
+    report = gradients
+    if criterion in GRADIENT_CRITERIA and report is None:
         if images is None or alphas_cumprod is None:
             raise InputError(f"criterion {criterion!r} needs a batch of images and the noise schedule")
         report = accumulate_gradients(model, images, alphas_cumprod, seed=seed, stride=stride, max_steps=max_steps,

@@ -5,7 +5,12 @@ from dataclasses import replace
 import pytest
 
 from diffprune_core.errors import InputError
-from diffprune_core.experiments import RunSpec, run, run_key, ssim_versus_timesteps, table
+import torch
+
+from diffprune_core.checkpoints import load_unet
+from diffprune_core.criteria import accumulate_gradients
+from diffprune_core.experiments import RunSpec, gradient_sums, run, run_key, ssim_versus_timesteps, table
+from diffprune_core.sampling import noise_scheduler
 
 
 @pytest.fixture
@@ -41,3 +46,19 @@ def test_unknown_method(spec):
 def test_ssim_versus_timesteps(spec, tmp_path):
     frame = ssim_versus_timesteps(replace(spec, ratio=0.3), [1, 3], root=tmp_path / "runs", progress=False)
     assert list(frame.timesteps) == [1, 3] and frame.ssim.between(-1, 1).all()
+
+
+def test_gradient_sums_are_computed_once_per_teacher_batch_and_threshold(spec, tmp_path):
+    root, batch = tmp_path / "runs", torch.rand(4, 1, 16, 16) * 2 - 1
+    fresh = load_unet(spec.teacher)
+    direct = accumulate_gradients(fresh, batch, noise_scheduler().alphas_cumprod, threshold=0.5, seed=0, progress=False)
+    for ratio in (0.3, 0.5):  # the second call reads the first's sums back
+        model = load_unet(spec.teacher)
+        report = gradient_sums(model, batch, replace(spec, ratio=ratio, threshold=0.5), root, progress=False)
+        assert report.timesteps_used == direct.timesteps_used and report.losses == direct.losses
+        for (name, p), q in zip(model.named_parameters(), fresh.parameters()):
+            assert torch.equal(p.grad, q.grad), name
+    gradient_sums(load_unet(spec.teacher), batch, replace(spec, method="taylor"), root, progress=False)
+    gradient_sums(load_unet(spec.teacher), batch, replace(spec, threshold=0.0), root, progress=False)
+    assert sorted(path.name.split("-")[0] for path in (root / "gradients").iterdir()) == ["T0", "T0.5"], \
+        "Taylor shares Diff-Pruning's T = 0 sums"
