@@ -49,3 +49,24 @@ def sampling_latency(model, *, batch_size: int, steps: int = 100, repeats: int =
     return {"seconds_per_batch": per_batch, "seconds_per_image": per_batch / batch_size, "batch_size": batch_size,
             "steps": steps, "repeats": repeats, "device": str(next(model.parameters()).device),
             "torch_threads": torch.get_num_threads()}
+
+
+def relative_latency(model, reference, *, batch_size: int, steps: int = 100, repeats: int = 5) -> dict:
+    """Sampling time of ``model`` as a fraction of ``reference``'s, timed in alternation (A B A B ...).
+
+    Each round times one DDIM run of each model back to back (after one warm-up run of each); the
+    fraction is the median over rounds of the two times' ratio, so a drift of the machine's speed,
+    common on shared CPUs, cancels out instead of landing on whichever model was timed later.
+    """
+    if repeats < 1:
+        raise InputError(f"latency needs at least one repeat, got {repeats}")
+    rounds = []
+    for _ in range(repeats + 1):
+        pair = [sampling_latency(m, batch_size=batch_size, steps=steps, repeats=1, warmup=0)["seconds_per_batch"]
+                for m in (model, reference)]
+        rounds.append(pair)
+    rounds = rounds[1:]  # the first round warms both up
+    return {"fraction": statistics.median(a / b for a, b in rounds),
+            "seconds": statistics.median(a for a, _ in rounds),
+            "reference_seconds": statistics.median(b for _, b in rounds),
+            "batch_size": batch_size, "steps": steps, "repeats": repeats}

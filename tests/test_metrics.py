@@ -3,7 +3,8 @@ import torch
 from diffusers import UNet2DModel
 
 from diffprune_core.errors import InputError
-from diffprune_core.metrics import mean_ssim, sampling_latency, ssim
+from diffprune_core import metrics
+from diffprune_core.metrics import mean_ssim, relative_latency, sampling_latency, ssim
 
 
 def smooth_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
@@ -56,3 +57,21 @@ def test_sampling_latency_reports_median_times():
     assert latency["device"] == "cpu" and latency["torch_threads"] >= 1
     with pytest.raises(InputError):
         sampling_latency(tiny, batch_size=2, steps=2, repeats=0)
+
+
+def test_relative_latency_alternates_so_drift_cancels(monkeypatch):
+    """A machine that slows down by 10% a round: timed in alternation, B / A stays exactly 2."""
+    calls = []
+
+    def fake_latency(model, **kwargs):
+        calls.append(model)
+        slowdown = 1.1 ** ((len(calls) - 1) // 2)  # one round = one run of each model
+        return {"seconds_per_batch": {"a": 1.0, "b": 2.0}[model] * slowdown}
+
+    monkeypatch.setattr(metrics, "sampling_latency", fake_latency)
+    result = relative_latency("b", "a", batch_size=2, steps=2, repeats=3)
+    assert calls == ["b", "a"] * 4, "one warm-up round, then three, each model in turn"
+    assert result["fraction"] == pytest.approx(2.0)
+    assert result["seconds"] == pytest.approx(2.0 * 1.1 ** 2) and result["reference_seconds"] == pytest.approx(1.1 ** 2)
+    with pytest.raises(InputError):
+        relative_latency("b", "a", batch_size=2, repeats=0)
