@@ -60,12 +60,8 @@ def relative_latency(model, reference, *, batch_size: int, steps: int = 100, rep
     """
     if repeats < 1:
         raise InputError(f"latency needs at least one repeat, got {repeats}")
-    rounds = []
-    for _ in range(repeats + 1):
-        pair = [sampling_latency(m, batch_size=batch_size, steps=steps, repeats=1, warmup=0)["seconds_per_batch"]
-                for m in (model, reference)]
-        rounds.append(pair)
-    rounds = rounds[1:]  # the first round warms both up
+    rounds = [[sampling_latency(m, batch_size=batch_size, steps=steps, repeats=1, warmup=0)["seconds_per_batch"]
+               for m in (model, reference)] for _ in range(repeats + 1)][1:]  # the first round warms both up
     return {"fraction": statistics.median(a / b for a, b in rounds),
             "seconds": statistics.median(a for a, _ in rounds),
             "reference_seconds": statistics.median(b for _, b in rounds),
