@@ -79,7 +79,12 @@ def settings_digest(settings: dict, teacher: str) -> str:
 
 
 def run_key(spec: RunSpec) -> str:
-    """A readable folder name plus a hash of every setting and of the teacher's weights."""
+    """A readable folder name plus a hash of every setting and of the teacher's weights.
+
+    A teacher run is keyed as :func:`teacher_spec` of itself: its pruning and training settings are unused.
+    """
+    if spec.method == "teacher":
+        spec = teacher_spec(spec)
     amount = f"m{spec.macs_reduction}" if spec.macs_reduction is not None else f"r{spec.ratio}"
     label = "teacher" if spec.method == "teacher" else f"{spec.method}-{amount}-s{spec.train_steps}"
     return f"{label}-{settings_digest(asdict(spec), spec.teacher)[:10]}"

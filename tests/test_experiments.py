@@ -9,7 +9,8 @@ import torch
 
 from diffprune_core.checkpoints import load_unet
 from diffprune_core.criteria import accumulate_gradients
-from diffprune_core.experiments import RunSpec, gradient_sums, run, run_key, ssim_versus_timesteps, table
+from diffprune_core.experiments import (RunSpec, gradient_sums, run, run_key, ssim_versus_timesteps, table,
+                                        teacher_spec)
 from diffprune_core.sampling import noise_scheduler
 
 
@@ -36,6 +37,11 @@ def test_runs_are_measured_once_and_cached(spec, tmp_path):
 def test_keys_differ_by_setting(spec):
     assert run_key(spec) != run_key(replace(spec, threshold=0.02))
     assert run_key(spec).startswith("diff-pruning-r0.3-s2-")
+
+
+def test_teacher_runs_ignore_pruning_and_training_settings(spec):
+    assert run_key(replace(spec, method="teacher")) == run_key(teacher_spec(spec))
+    assert run_key(replace(spec, method="teacher", n_samples=8)) != run_key(teacher_spec(spec))
 
 
 def test_unknown_method(spec):
