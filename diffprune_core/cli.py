@@ -14,32 +14,32 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
 from . import checkpoints
 from .architectures import example_inputs
-from .complexity import count_macs, count_params
+from .complexity import count_macs, count_params, pipeline_complexity
 from .criteria import CRITERIA, GRADIENT_CRITERIA
-from .data import DATASETS, load_images
+from .data import DATASETS, check_dataset, load_examples
 from .digits_classifier import classify_samples
 from .errors import InputError
 from .fid import CACHE_DIR, INCEPTION_WEIGHTS_URL, extractor_arguments, fid, to_uint8
 from .fileio import atomic_dir, check_output_dir, write_json
-from .ldpruner import enumerate_operators, prune_by_scores, score_operators
+from .ldpruner import enumerate_operators, ld_prune
 from .metrics import mean_ssim, sampling_latency
-from .pruner import check_ratio, prune
-from .sampling import ddim_sample, noise_scheduler
+from .pruner import CHUNK_COUNTS, check_ratio, prune
+from .sampling import ddim_sample
 from .teacher import save_grid as save_zoomed_grid
 from .training import TrainConfig, checkpoint_dirs, reinitialise, train
 
 LD_PRUNER = "ld-pruner"
 DEFAULT_RATIO = 0.3
 TRAIN_PRESETS = {"cpu": TrainConfig.cpu, "paper-cifar10": TrainConfig.paper_cifar10}
-DATA_HELP = (f"images: {', '.join(DATASETS)} (digits: scikit-learn's handwritten digits, offline; folder:PATH: "
-             "every image file under PATH, center-cropped and resized to the model's size)")
-MODEL_HELP = ("a folder written by prune or finetune (OUT/model), a diffusers U-Net folder (or a pipeline with unet/), "
-              "a hub id")
+DATA_HELP = (f"images: {', '.join(DATASETS)} (digits: scikit-learn's handwritten digits, offline, labelled; "
+             "folder:PATH: every image file under PATH, center-cropped and resized to the model's size, labelled by "
+             "sub-folder or captioned by PATH/metadata.jsonl)")
+MODEL_HELP = ("a folder written by prune or finetune (OUT/model), a diffusers pipeline folder (DDPM, DDIM, LDM, "
+              "Stable Diffusion: model_index.json) or U-Net folder, a hub id")
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,44 +68,72 @@ def check_ddim(steps: int, eta: float = 0.0, flag: str = "--steps") -> None:
         raise InputError(f"--eta must be >= 0 (0: deterministic DDIM), got {eta}")
 
 
-def check_data(name: str) -> None:
-    """Fail now, before any model is loaded, on a dataset that :func:`load_images` cannot read (one image is read)."""
-    load_images(name, image_size=8, channels=1, limit=1)
-
-
 def sampling_device() -> torch.device:
     """DDIM sampling runs on the GPU when there is one; x_T is drawn on the CPU from the seed, so it is the same."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def image_size(model) -> int:
-    size = model.config.sample_size
-    return size if isinstance(size, int) else size[0]
+def model_examples(model, data: str, *, limit: int | None = None, seed: int = 0):
+    """The images of ``data`` at the model's image shape (decoded images for a latent model), with labels or captions."""
+    channels, size, _ = model.image_shape
+    if channels not in (1, 3):
+        raise InputError(f"this U-Net's samples have {channels} channels, not an image's 1 or 3: a latent U-Net needs "
+                         "its autoencoder (give the pipeline folder)")
+    return load_examples(data, image_size=size, channels=channels, limit=limit, seed=seed)
 
 
-def load_unconditional_unet(source: str, purpose: str):
-    """A UNet2DModel from ``source``; a conditional U-Net needs its conditioning, which the CLI cannot supply."""
-    model = checkpoints.load_unet(source)
-    if isinstance(model, UNet2DConditionModel):
-        raise InputError(f"{source} is a conditional U-Net (UNet2DConditionModel): {purpose} needs its conditioning "
-                         "(text or class embeddings); use the library API")
-    return model
+def read_prompts(path: str | None) -> list | None:
+    """One prompt a line (blank lines skipped); an empty or missing file is an error."""
+    if path is None:
+        return None
+    try:
+        prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read --prompts {path}: {err}") from None
+    if not prompts:
+        raise InputError(f"--prompts {path} holds no prompt (one a line)")
+    return prompts
 
 
-def load_image_unet(source: str, purpose: str):
-    """An unconditional U-Net whose samples are images (1 or 3 channels), not latents that need a VAE."""
-    model = load_unconditional_unet(source, purpose)
-    if model.config.in_channels not in (1, 3):
-        raise InputError(f"{source} has {model.config.in_channels} input channels: {purpose} needs an image model "
-                         "(1 or 3 channels); a latent U-Net's samples need its VAE (use the library API)")
-    return model
+def parse_labels(text: str | None) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [int(label) for label in text.split(",")]
+    except ValueError:
+        raise InputError(f"--class-labels takes comma-separated integers, e.g. 0,3,7; got {text!r}") from None
 
 
-def complexity_change(before: dict, after: dict) -> dict:
+def repeated(values: list | None, n: int):
+    """``values`` cycled to n entries (labels or prompts for n samples)."""
+    return None if values is None else [values[i % len(values)] for i in range(n)]
+
+
+def add_conditioning_arguments(p) -> None:
+    p.add_argument("--class-labels", help="class-conditional models: comma-separated labels, cycled over the samples "
+                                          "(default: drawn from --seed)")
+    p.add_argument("--prompts", help="text-to-image models: a file of prompts, one a line, cycled over the samples "
+                                     "(default: the empty prompt)")
+    p.add_argument("--guidance-scale", type=float, default=1.0,
+                   help="classifier-free guidance scale of a text-to-image model (default 1: no guidance)")
+
+
+def check_conditioning(args) -> tuple:
+    """(labels, prompts) of the command line, read and checked before any model is loaded."""
+    if args.class_labels is not None and args.prompts is not None:
+        raise InputError("give --class-labels (a class model) or --prompts (a text model), not both")
+    if args.guidance_scale < 0:
+        raise InputError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
+    return parse_labels(args.class_labels), read_prompts(args.prompts)
+
+
+def complexity_change(before: dict, after: dict, pipeline_before: dict, pipeline_after: dict) -> dict:
+    """The U-Net's params and MACs (the paper's columns) and the whole pipeline's params, before and after."""
     return {"params_before": before["params"], "params_after": after["params"],
             "macs_before": before["macs"], "macs_after": after["macs"],
             "macs_with_attention_before": before["macs_with_attention"],
-            "macs_with_attention_after": after["macs_with_attention"]}
+            "macs_with_attention_after": after["macs_with_attention"],
+            "pipeline_params_before": pipeline_before["params"], "pipeline_params_after": pipeline_after["params"]}
 
 
 # ---------------------------------------------------------------------------------------------- prune
@@ -139,6 +167,10 @@ def add_prune_parser(commands) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="clean images in the one batch of Algorithm 1 (default 64)")
     p.add_argument("--stride", type=int, default=1, help="visit every stride-th timestep (default 1: all)")
     p.add_argument("--round-to", type=int, default=None, help="round kept channels up as Torch-Pruning 1.x (LDM: 2)")
+    p.add_argument("--chunk-count", choices=sorted(CHUNK_COUNTS), default="channels",
+                   help="how a group reached through a projection into two halves (GEGLU feed-forwards) is counted: "
+                        "channels (default: it loses --ratio of its channels) or outputs (Torch-Pruning 1.x, the "
+                        "paper's LDM widths: about twice --ratio)")
     p.add_argument("--operators", type=int, default=None,
                    help="ld-pruner: the number K of operators to modify (or give --macs-reduction)")
     p.add_argument("--n-gen", type=int, default=16, help="ld-pruner: samples per scoring set, N_gen (default 16)")
@@ -168,31 +200,36 @@ def run_prune(args) -> dict:
         raise InputError(f"--threshold must be in [0, 1), got {args.threshold}")
     if args.batch_size < 1 or args.stride < 1:
         raise InputError("--batch-size and --stride must be positive")
+    if args.criterion in GRADIENT_CRITERIA:
+        check_dataset(args.data)
     check_output_dir(args.out)
     start = time.perf_counter()
 
-    model = checkpoints.load_unet(args.model)
-    images = None
+    model = checkpoints.load_model(args.model)
+    examples, labels, prompts = None, None, None
     if args.criterion in GRADIENT_CRITERIA:
-        if isinstance(model, UNet2DConditionModel):
-            raise InputError("gradient criteria on a conditional U-Net need its conditioning: use the library API")
-        images = load_images(args.data, image_size=image_size(model), channels=model.config.in_channels,
-                             limit=args.batch_size, seed=args.seed)
+        examples = model_examples(model, args.data, limit=args.batch_size, seed=args.seed)
+        labels, prompts = model.data_conditions(examples)
     inputs = example_inputs(model)
-    before = count_macs(model, inputs)
-    done = prune(model, args.criterion, ratio=ratio, macs_reduction=args.macs_reduction, images=images,
-                 alphas_cumprod=noise_scheduler().alphas_cumprod, threshold=args.threshold, stride=args.stride,
-                 round_to=args.round_to, seed=args.seed)
+    before, pipeline_before = count_macs(model.unet, inputs), pipeline_complexity(model, steps=1)
+    done = prune(model, args.criterion, ratio=ratio, macs_reduction=args.macs_reduction,
+                 images=None if examples is None else examples.images, labels=labels, prompts=prompts,
+                 threshold=args.threshold, stride=args.stride, round_to=args.round_to, seed=args.seed,
+                 chunk_count=args.chunk_count)
     report = {
-        "command": "prune", "model": args.model, "criterion": args.criterion, "ratio": done["ratio"],
-        "macs_reduction_target": args.macs_reduction, "threshold": done["threshold"],
+        "command": "prune", "model": args.model, "pipeline": model.pipeline, "criterion": args.criterion,
+        "ratio": done["ratio"], "macs_reduction_target": args.macs_reduction, "threshold": done["threshold"],
+        "round_to": args.round_to, "chunk_count": args.chunk_count,
         "timesteps_used": done["timesteps_used"], "num_timesteps_used": len(done["timesteps_used"]),
-        "data": args.data if images is not None else None, "seed": args.seed,
-        **complexity_change(before, count_macs(model, inputs)),
+        "data": args.data if examples is not None else None,
+        "conditioning": (model.conditions(len(examples), labels=labels, prompts=prompts, seed=args.seed)[1]
+                         if examples is not None else None),
+        "seed": args.seed,
+        **complexity_change(before, count_macs(model.unet, inputs), pipeline_before, pipeline_complexity(model, steps=1)),
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
     with atomic_dir(args.out) as tmp:
-        checkpoints.write_unet(model, tmp)
+        checkpoints.write_model(model, tmp)
         write_json(tmp / "report.json", report)
     return report
 
@@ -212,29 +249,28 @@ def run_ld_pruner(args) -> dict:
     check_output_dir(args.out)
     start = time.perf_counter()
 
-    model = load_unconditional_unet(args.model, f"{LD_PRUNER}'s sampling").to(sampling_device())
-    available = len(enumerate_operators(model))
+    model = checkpoints.load_model(args.model).to(sampling_device())
+    available = len(enumerate_operators(model.unet))
     if args.operators is not None and args.operators > available:
         raise InputError(f"--operators {args.operators}: this U-Net has {available} operators")
     inputs = example_inputs(model)
-    before = count_macs(model, inputs)
-    generate = partial(ddim_sample, n=args.n_gen, seed=args.seed, steps=args.sample_steps, progress=False)
-    scores = score_operators(model, generate, inputs=inputs)
-    applied = prune_by_scores(model, scores, n_operators=args.operators, macs_reduction=args.macs_reduction,
-                              inputs=inputs)
+    before, pipeline_before = count_macs(model.unet, inputs), pipeline_complexity(model, steps=1)
+    done = ld_prune(model, macs_reduction=args.macs_reduction, n_operators=args.operators, n_gen=args.n_gen,
+                    sample_steps=args.sample_steps, seed=args.seed)
     report = {
-        "command": "prune", "model": args.model, "criterion": LD_PRUNER, "ratio": None,
+        "command": "prune", "model": args.model, "pipeline": model.pipeline, "criterion": LD_PRUNER, "ratio": None,
         "macs_reduction_target": args.macs_reduction, "operators_target": args.operators,
-        "threshold": None, "timesteps_used": [], "num_timesteps_used": 0, "data": None, "seed": args.seed,
-        "n_gen": args.n_gen, "sample_steps": args.sample_steps,
-        **complexity_change(before, count_macs(model, inputs)),
-        "operators_modified": [list(modification) for modification in applied],
-        "num_operators_modified": len(applied),
+        "threshold": None, "timesteps_used": [], "num_timesteps_used": 0, "data": None,
+        "conditioning": model.conditions(args.n_gen, seed=args.seed)[1], "scored": done["scored"],
+        "seed": args.seed, "n_gen": args.n_gen, "sample_steps": args.sample_steps,
+        **complexity_change(before, count_macs(model.unet, inputs), pipeline_before, pipeline_complexity(model, steps=1)),
+        "operators_modified": [list(modification) for modification in done["modifications"]],
+        "num_operators_modified": len(done["modifications"]),
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
     with atomic_dir(args.out) as tmp:
-        checkpoints.write_unet(model, tmp)
-        scores.sort_values("rank").to_csv(tmp / "ranking.csv", index=False)
+        checkpoints.write_model(model.to("cpu"), tmp)
+        done["scores"].sort_values("rank").to_csv(tmp / "ranking.csv", index=False)
         write_json(tmp / "report.json", report)
     return report
 
@@ -294,17 +330,18 @@ def run_finetune(args) -> dict | None:
     config = TRAIN_PRESETS[args.preset](**{key: value for key, value in overrides.items() if value is not None})
     if not (args.resume and checkpoint_dirs(args.out)):
         check_output_dir(args.out)
-    check_data(args.data)
+    check_dataset(args.data)
 
-    model = load_unconditional_unet(args.model, "DDPM training")
+    model = checkpoints.load_model(args.model)
     if args.init == "random":
-        reinitialise(model, args.seed)
-    images = load_images(args.data, image_size=image_size(model), channels=model.config.in_channels)
-    trained = train(model, images, config, args.out, resume=args.resume)
+        reinitialise(model.unet, args.seed)
+    examples = model_examples(model, args.data)
+    labels, captions = model.data_conditions(examples)
+    trained = train(model, examples.images, config, args.out, resume=args.resume, labels=labels, captions=captions)
     if not PartialState().is_main_process:
         return None
-    report = {"command": "finetune", "model": args.model, "init": args.init, "data": args.data,
-              "images": len(images), "preset": args.preset, "params": count_params(model),
+    report = {"command": "finetune", "model": args.model, "pipeline": model.pipeline, "init": args.init,
+              "data": args.data, "images": len(examples), "preset": args.preset, "params": count_params(model.unet),
               "result": str(Path(args.out) / "model"), **trained}
     write_json(Path(args.out) / "report.json", report)  # train's report, with what it was trained from
     return report
@@ -327,6 +364,7 @@ def add_sample_parser(commands) -> None:
     p.add_argument("--steps", type=int, default=100, help="DDIM steps, 1 to 1000 (default 100)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta >= 0 (default 0: deterministic)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass; samples do not depend on it")
+    add_conditioning_arguments(p)
     p.add_argument("--out", required=True, help="new folder for samples.safetensors, grid.png and report.json")
     p.set_defaults(run=run_sample)
 
@@ -339,15 +377,20 @@ def save_grid(samples: torch.Tensor, path: Path) -> None:
 def run_sample(args) -> dict:
     check_at_least(1, {"--n": args.n, "--batch-size": args.batch_size})
     check_ddim(args.steps, args.eta)
+    labels, prompts = check_conditioning(args)
     check_output_dir(args.out)
 
-    model = load_image_unet(args.model, "sample").to(sampling_device())
+    model = checkpoints.load_model(args.model).to(sampling_device())
+    labels, prompts = repeated(labels, args.n), repeated(prompts, args.n)
     start = time.perf_counter()
-    samples = ddim_sample(model, n=args.n, seed=args.seed, steps=args.steps, eta=args.eta, batch_size=args.batch_size)
+    samples = ddim_sample(model, n=args.n, seed=args.seed, steps=args.steps, eta=args.eta, batch_size=args.batch_size,
+                          labels=labels, prompts=prompts, guidance_scale=args.guidance_scale)
     seconds = time.perf_counter() - start
     pixels = to_uint8(samples)
-    report = {"command": "sample", "model": args.model, "n": args.n, "seed": args.seed, "steps": args.steps,
-              "eta": args.eta, "batch_size": args.batch_size, "shape": list(pixels.shape),
+    report = {"command": "sample", "model": args.model, "pipeline": model.pipeline, "n": args.n, "seed": args.seed,
+              "steps": args.steps, "eta": args.eta, "batch_size": args.batch_size, "shape": list(pixels.shape),
+              "conditioning": model.conditions(args.n, labels=labels, prompts=prompts, seed=args.seed)[1],
+              "guidance_scale": args.guidance_scale,
               "sampling_wall_time_s": round(seconds, 3), "device": str(sampling_device()),
               "torch_threads": torch.get_num_threads()}
     with atomic_dir(args.out) as tmp:
@@ -395,6 +438,7 @@ def add_evaluate_parser(commands) -> None:
                    help=f"folder of cached reference statistics (default {CACHE_DIR})")
     p.add_argument("--latency-batch-size", type=int, default=1, help="images per timed sampling run (default 1)")
     p.add_argument("--latency-repeats", type=int, default=3, help="timed runs, after one warm-up (default 3)")
+    add_conditioning_arguments(p)
     p.add_argument("--out", required=True, help="new folder for report.json and grid.png")
     p.set_defaults(run=run_evaluate)
 
@@ -406,35 +450,42 @@ def run_evaluate(args) -> dict:
     check_ddim(args.steps)
     extractor = "digits" if args.inception_weights is None else "inception"
     extractor_arguments(extractor, args.inception_weights)
+    labels, prompts = check_conditioning(args)
     check_output_dir(args.out)
-    check_data(args.data)
+    check_dataset(args.data)
     start = time.perf_counter()
 
-    model = load_image_unet(args.model, "evaluate")
+    model = checkpoints.load_model(args.model)
+    model_examples(model, args.data, limit=1)  # the FID reference must have the samples' channels: fail before sampling
     reference = None
     if args.reference is not None:
-        reference = load_image_unet(args.reference, "evaluate")
-        shapes = [(m.config.in_channels, image_size(m)) for m in (model, reference)]
-        if shapes[0] != shapes[1]:
-            raise InputError(f"--reference makes {shapes[1][0]} x {shapes[1][1]}^2 images, --model "
-                             f"{shapes[0][0]} x {shapes[0][1]}^2: SSIM compares images of one shape")
-    complexity = count_macs(model, example_inputs(model, batch_size=1))
+        reference = checkpoints.load_model(args.reference)
+        if reference.image_shape != model.image_shape:
+            raise InputError(f"--reference makes {' x '.join(map(str, reference.image_shape))} images, --model "
+                             f"{' x '.join(map(str, model.image_shape))}: SSIM compares images of one shape")
+    labels, prompts = repeated(labels, args.n), repeated(prompts, args.n)
+    conditioning = model.conditions(args.n, labels=labels, prompts=prompts, seed=args.seed)[1]
+    complexity = count_macs(model.unet, example_inputs(model, batch_size=1))
+    guided = args.guidance_scale != 1
     latency = sampling_latency(model, batch_size=args.latency_batch_size, steps=args.steps,
-                               repeats=args.latency_repeats)  # on the CPU, where load_unet puts the model
-    sample = partial(ddim_sample, n=args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size)
+                               repeats=args.latency_repeats)  # on the CPU, where load_model puts the model
+    sample = partial(ddim_sample, n=args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
+                     labels=labels, prompts=prompts, guidance_scale=args.guidance_scale)
     samples = sample(model.to(sampling_device()))
     report = {
-        "command": "evaluate", "model": args.model, "reference": args.reference, "data": args.data, "n": args.n,
-        "seed": args.seed, "sampler": f"DDIM, {args.steps} steps, eta 0", "sampling_device": str(sampling_device()),
+        "command": "evaluate", "model": args.model, "pipeline": model.pipeline, "reference": args.reference,
+        "data": args.data, "n": args.n, "seed": args.seed, "conditioning": conditioning,
+        "guidance_scale": args.guidance_scale,
+        "sampler": f"DDIM, {args.steps} steps, eta 0", "sampling_device": str(sampling_device()),
         "params": complexity["params"], "macs": complexity["macs"], "attention_macs": complexity["attention_macs"],
         "macs_with_attention": complexity["macs_with_attention"],
+        "pipeline_complexity": pipeline_complexity(model, steps=args.steps, guidance=guided),
         "latency": latency,
         "fid": fid(samples, args.data, extractor=extractor, inception_weights=args.inception_weights,
                    cache_dir=args.fid_cache, batch_size=args.batch_size),
         "ssim_to_reference": (mean_ssim(samples, sample(reference.to(sampling_device())))
                               if reference is not None else None),
-        "digits_classifier": (classify_samples(samples)
-                              if (model.config.in_channels, image_size(model)) == (1, 16) else None),
+        "digits_classifier": classify_samples(samples) if model.image_shape == (1, 16, 16) else None,
     }
     report["wall_time_s"] = round(time.perf_counter() - start, 2)
     with atomic_dir(args.out) as tmp:

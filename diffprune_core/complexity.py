@@ -2,7 +2,9 @@
 
 The paper's MACs are Torch-Pruning's hook counter at batch size 1: convolutions and linears only.
 Self- and cross-attention also multiply Q by K^T and the attention map by V; those matmuls are
-reported separately, so both conventions stand side by side.
+reported separately, so both conventions stand side by side. :func:`pipeline_complexity` adds the
+other components of a pipeline: the MACs of generating one image are the U-Net's times the steps
+(twice with classifier-free guidance), plus one decoding and one prompt encoding.
 """
 import contextlib
 import io
@@ -39,3 +41,40 @@ def count_macs(model, inputs: dict) -> dict:
             h.remove()
     return {"params": int(params), "macs": int(macs), "attention_macs": int(attention[0]),
             "macs_with_attention": int(macs + attention[0])}
+
+
+class Decoder(torch.nn.Module):
+    """An autoencoder's decoding alone, as a module the MACs counter can call."""
+
+    def __init__(self, autoencoder):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, latents):
+        return self.autoencoder.decode(latents).sample
+
+
+@torch.no_grad()
+def pipeline_complexity(model, *, steps: int, guidance: bool = False) -> dict:
+    """Params and MACs (the paper's convention, batch 1) of each component of a DiffusionModel, and of
+    generating one image by ``steps`` DDIM steps: {'unet': {...}, 'autoencoder': {...}, 'text_encoder': {...},
+    'params': all components, 'macs_per_image': total}."""
+    from .architectures import example_inputs
+    from .pipeline import as_diffusion_model
+
+    model = as_diffusion_model(model)
+    unet = count_macs(model.unet, example_inputs(model))
+    parts = {"unet": {key: unet[key] for key in ("params", "macs")}}
+    macs = unet["macs"] * steps * (2 if guidance else 1)
+    if model.autoencoder is not None:
+        latents = torch.randn(1, *model.latent_shape, device=model.device)
+        decoded = count_macs(Decoder(model.autoencoder), {"latents": latents})["macs"]
+        parts["autoencoder"] = {"params": count_params(model.autoencoder), "macs": decoded}  # MACs: decoding
+        macs += decoded
+    if model.text_encoder is not None:
+        ids = torch.zeros(1, model.tokenizer.model_max_length, dtype=torch.long, device=model.device)
+        encoded = count_macs(model.text_encoder, {"input_ids": ids})["macs"]
+        parts["text_encoder"] = {"params": count_params(model.text_encoder), "macs": encoded}
+        macs += encoded
+    return {**parts, "params": sum(count_params(m) for m in model.components().values()), "macs_per_image": macs,
+            "steps": steps, "guidance": guidance}

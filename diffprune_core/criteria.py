@@ -12,6 +12,7 @@ summed over the timesteps used:
 
 The gradients come from :func:`accumulate_gradients` (Algorithm 1, lines 1-12).
 """
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import InputError
+from .pipeline import as_diffusion_model, to_device
 
 CRITERIA = ("random", "magnitude", "taylor", "diff-pruning")
 GRADIENT_CRITERIA = ("taylor", "diff-pruning")
@@ -32,21 +34,47 @@ def check_criterion(name: str) -> str:
     return name
 
 
-def noisy_loss(model, images, noise, t: int, alphas_cumprod, **model_kwargs):
-    """L_t of Eq. 2 for one timestep t: ||eps - eps_theta(sqrt(a_t) x + sqrt(1 - a_t) eps, t)||^2 (mean)."""
-    a_t = alphas_cumprod[t].to(images.device, images.dtype)
-    noisy = a_t.sqrt() * images + (1 - a_t).sqrt() * noise
-    timesteps = torch.full((images.shape[0],), t, dtype=torch.long, device=images.device)
-    return F.mse_loss(model(noisy, timesteps, **model_kwargs).sample, noise)
+def noisy_loss(unet, x0, noise, t: int, alphas_cumprod, conditions: dict):
+    """L_t of Eq. 2 for one timestep t: ||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t)||^2 (mean).
+
+    ``x0`` is in the U-Net's input space (latents of a latent model); ``conditions`` its keyword inputs.
+    """
+    a_t = alphas_cumprod[t].to(x0.device, x0.dtype)
+    noisy = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
+    timesteps = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+    return F.mse_loss(unet(noisy, timesteps, **to_device(conditions, x0.device)).sample, noise)
+
+
+def algorithm1_batch(model, images, *, seed: int, labels=None, prompts=None):
+    """Algorithm 1's fixed inputs: x0 (the encoded batch), its conditions, and the one noise tensor eps (line 3)."""
+    x0 = model.encode(images).to(model.device)
+    conditions, _ = model.conditions(len(x0), labels=labels, prompts=prompts, seed=seed)
+    return x0, conditions, fixed_noise(x0, seed)
 
 
 @torch.no_grad()
-def timestep_losses(model, images, alphas_cumprod, *, timesteps, seed: int = 0, progress: bool = True, **model_kwargs):
-    """L_t for each t in ``timesteps`` with one batch and one fixed noise (the curve of Figure 5)."""
-    model.eval()
-    noise = fixed_noise(images, seed)
-    return torch.tensor([noisy_loss(model, images, noise, t, alphas_cumprod, **model_kwargs).item()
-                         for t in tqdm(timesteps, desc="L_t", disable=not progress)])
+def timestep_losses(model, images, alphas_cumprod=None, *, timesteps, seed: int = 0, progress: bool = True,
+                    labels=None, prompts=None):
+    """L_t for each t in ``timesteps`` with one batch and one fixed noise (the curve of Figure 5).
+
+    ``model``: a DiffusionModel or a bare U-Net; ``images`` in [-1, 1], encoded first for a latent model;
+    ``alphas_cumprod`` defaults to the model's schedule.
+    """
+    model = as_diffusion_model(model)
+    alphas_cumprod = model.schedule.alphas_cumprod if alphas_cumprod is None else alphas_cumprod
+    model.unet.eval()
+    x0, conditions, noise = algorithm1_batch(model, images, seed=seed, labels=labels, prompts=prompts)
+    losses = torch.tensor([noisy_loss(model.unet, x0, noise, t, alphas_cumprod, conditions).item()
+                           for t in tqdm(timesteps, desc="L_t", disable=not progress)])
+    for t, value in zip(timesteps, losses.tolist()):
+        check_finite_loss(value, t)
+    return losses
+
+
+def check_finite_loss(value: float, t: int) -> None:
+    if not math.isfinite(value):
+        raise InputError(f"L_t is not finite at t = {t}: the U-Net's output is not (a UNet2DModel with a Fourier time "
+                         "embedding takes log t, -inf at t = 0: a continuous-time score model, not a DDPM)")
 
 
 def fixed_noise(images, seed: int):
@@ -64,9 +92,9 @@ class GradientReport:
     stopped_at: int | None = None  # the first t with L_t / L_max <= T (not used), None if none
 
 
-def accumulate_gradients(model, images, alphas_cumprod, *, threshold: float = 0.0, stride: int = 1,
+def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float = 0.0, stride: int = 1,
                          max_steps: int | None = None, seed: int = 0, progress: bool = True,
-                         on_step=None, **model_kwargs) -> GradientReport:
+                         on_step=None, labels=None, prompts=None) -> GradientReport:
     """Sum dL_t/dtheta into ``param.grad`` over the pruned timesteps (Algorithm 1, lines 1-12; Eq. 10).
 
     Timesteps are visited in ascending order t = 0, stride, 2*stride, ... with one batch of clean
@@ -76,20 +104,27 @@ def accumulate_gradients(model, images, alphas_cumprod, *, threshold: float = 0.
     The official code back-propagates first, so it keeps one timestep more. ``threshold=0`` uses all
     timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5).
     ``on_step(report)``, if given, is called after each back-propagation (e.g. to snapshot the gradients).
+    ``model`` is a DiffusionModel (or a bare U-Net): a latent model diffuses the *encoded* batch, and
+    ``labels`` / ``prompts`` condition it (default: the model's, see ``DiffusionModel.conditions``);
+    ``alphas_cumprod`` defaults to the model's schedule. The sums land in ``model.unet``'s ``param.grad``.
     """
     if not 0.0 <= threshold < 1.0:
         raise InputError(f"threshold must be in [0, 1), got {threshold}")
     if stride < 1:
         raise InputError(f"stride must be >= 1, got {stride}")
-    model.eval()
-    model.zero_grad(set_to_none=True)
-    noise = fixed_noise(images, seed)
+    model = as_diffusion_model(model)
+    alphas_cumprod = model.schedule.alphas_cumprod if alphas_cumprod is None else alphas_cumprod
+    unet = model.unet
+    unet.eval()
+    unet.zero_grad(set_to_none=True)
+    x0, conditions, noise = algorithm1_batch(model, images, seed=seed, labels=labels, prompts=prompts)
     report = GradientReport()
     steps = range(0, len(alphas_cumprod), stride)
     bar = tqdm(steps, desc=f"Taylor over timesteps (T={threshold})", disable=not progress)
     for t in bar:
-        loss = noisy_loss(model, images, noise, t, alphas_cumprod, **model_kwargs)
+        loss = noisy_loss(unet, x0, noise, t, alphas_cumprod, conditions)
         value = loss.item()
+        check_finite_loss(value, t)
         report.losses[t] = value
         report.loss_max = max(report.loss_max, value)
         if value / report.loss_max <= threshold:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torchvision.transforms.functional import rgb_to_grayscale
 from tqdm.auto import tqdm
 
 from .data import DATA_DIR, load_images, to_model_range
@@ -64,10 +65,15 @@ class DigitsClassifier(nn.Module):
 
 
 def to_classifier_input(images: torch.Tensor) -> torch.Tensor:
-    """Any N x C x H x W images in [-1, 1] (C = 1 or 3) as the classifier's N x 1 x 16 x 16 grayscale."""
+    """Any N x C x H x W images in [-1, 1] (C = 1 or 3) as the classifier's N x 1 x 16 x 16 grayscale.
+
+    RGB becomes its luminance (0.299 R + 0.587 G + 0.114 B): the classifier is a feature extractor for a
+    metric, and says so in its FID label, so reading colour images in gray is part of its definition.
+    """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise InputError(f"the digits classifier reads N x 1 x H x W or N x 3 x H x W images, got {tuple(images.shape)}")
-    return to_model_range((images.float() + 1) / 2, IMAGE_SIZE, 1)
+    pixels = (images.float() + 1) / 2
+    return to_model_range(rgb_to_grayscale(pixels) if pixels.shape[1] == 3 else pixels, IMAGE_SIZE)
 
 
 def digits_split(*, seed: int = 0, test_fraction: float = 0.2) -> tuple:

@@ -32,7 +32,8 @@ from .fileio import atomic_dir, write_json
 from .ldpruner import ld_prune
 from .metrics import mean_ssim, sampling_latency, ssim
 from .pruner import prune, prune_unet
-from .sampling import ddim_sample, noise_scheduler
+from .pipeline import noise_scheduler
+from .sampling import ddim_sample
 from .training import TrainConfig, reinitialise, train
 
 RUNS_DIR = DATA_DIR.parent / "results" / "runs"

@@ -23,7 +23,7 @@ from .criteria import StructureImportance, timestep_losses
 from .data import load_images
 from .experiments import RunSpec
 from .pruner import prune_unet
-from .sampling import noise_scheduler
+from .pipeline import noise_scheduler
 from .thresholds import relative_losses
 
 METHOD_LABELS = {"pretrained": "Pretrained", "teacher": "Pretrained", "scratch": "Scratch training",

@@ -1,7 +1,8 @@
 """LD-Pruner (Castells et al., CVPR'24 EDGE): score whole operators of a U-Net by how much the outputs move.
 
-An *operator* is a ResnetBlock2D or an attention block (Attention in Attn*Block2D and UNetMidBlock2D,
-Transformer2DModel in CrossAttn*Block2D) of the down, mid or up path, named by its dotted module path
+An *operator* is a ResnetBlock2D (ResnetBlockCondNorm2D in the k-upscaler's K*Block2D) or an attention
+block (Attention in Attn*Block2D and UNetMidBlock2D, Transformer2DModel in CrossAttn*Block2D, KAttentionBlock)
+of the down, mid or up path, named by its dotted module path
 (``down_blocks.1.attentions.0``). Each operator has modifications that keep the U-Net's shapes:
 
 - ``remove``: the block becomes an identity. Offered where input and output shapes agree: every
@@ -21,31 +22,34 @@ per element across the N_gen samples,
 The lowest scores are pruned first, keeping every remaining weight. The modifications applied are
 recorded on the model as ``model.diffprune_modifications`` ([name, modification] pairs), so that a
 checkpoint can re-apply them on a freshly built base model before loading its weights.
-:func:`ld_prune` does all of it for an unconditional U-Net, generating the N_gen outputs by DDIM.
+:func:`ld_prune` does all of it for any :class:`pipeline.DiffusionModel`, generating the N_gen outputs by
+DDIM with the model's default conditions (class labels drawn from the seed, the empty prompt): the
+U-Net's own outputs, that is *latents* for a latent model (the document's setting), images otherwise.
 """
 import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from itertools import zip_longest
 
 import pandas as pd
 import torch
-from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
-from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.resnet import ResnetBlock2D, ResnetBlockCondNorm2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.unets.unet_2d_blocks import KAttentionBlock
 from torch import nn
 from tqdm.auto import tqdm
 
 from .architectures import example_inputs
 from .complexity import count_macs, count_params
 from .errors import InputError
+from .pipeline import as_diffusion_model
 from .pruner import check_ratio
 from .sampling import ddim_sample
 
-OPERATOR_KINDS = {ResnetBlock2D: "resnet", Attention: "attention", Transformer2DModel: "transformer"}
+OPERATOR_KINDS = {ResnetBlock2D: "resnet", ResnetBlockCondNorm2D: "resnet", Attention: "attention",
+                  KAttentionBlock: "attention", Transformer2DModel: "transformer"}
 MODIFICATIONS = ("remove", "replace")
 
 
@@ -98,7 +102,7 @@ def unet_blocks(model) -> list:
 
 
 def valid_modifications(module) -> tuple:
-    if isinstance(module, ResnetBlock2D) and module.conv1.in_channels != module.conv2.out_channels:
+    if OPERATOR_KINDS[type(module)] == "resnet" and module.conv1.in_channels != module.conv2.out_channels:
         return ("replace",)
     return ("remove",)
 
@@ -224,26 +228,30 @@ def prune_by_scores(model, scores: pd.DataFrame, *, n_operators: int | None = No
 
 def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | None = None, n_gen: int = 16,
              sample_steps: int = 20, seed: int = 0, progress: bool = True) -> dict:
-    """LD-Pruner end to end on an unconditional U-Net, in place: score every operator, prune the lowest first.
+    """LD-Pruner end to end on a DiffusionModel (or a bare U-Net), in place: score every operator, prune the lowest.
 
-    ``generate()`` is ``ddim_sample(model, n=n_gen, seed=seed, steps=sample_steps)``: N_gen outputs of
-    the whole reverse process from one fixed x_T. For a pixel DDPM (our teacher) these are images;
-    for the U-Net of a latent diffusion model the same call yields latents, the paper's setting.
+    ``generate()`` is ``ddim_sample(model, n=n_gen, seed=seed, steps=sample_steps, decode=False)``: N_gen
+    outputs of the whole reverse process from one fixed x_T and fixed conditions. For a pixel DDPM (our
+    teacher) these are images; for a latent diffusion model they are latents, the paper's setting.
     Exactly one target: a fraction ``macs_reduction`` of the MACs removed, or ``n_operators`` modified.
     Returns the ranking (:func:`score_operators`) and the (name, modification) pairs applied.
     """
     if (macs_reduction is None) == (n_operators is None):
         raise InputError("give exactly one of macs_reduction and n_operators")
-    if not isinstance(model, UNet2DModel):
-        raise InputError(f"ld_prune samples unconditionally and needs a UNet2DModel, got {type(model).__name__}; "
-                         "for a conditional U-Net call score_operators with a generate() that passes its conditioning")
     if macs_reduction is not None:
         check_ratio(macs_reduction, "macs_reduction")
-    operators = len(enumerate_operators(model))
+    pipe = as_diffusion_model(model)
+    operators = len(enumerate_operators(pipe.unet))
     if n_operators is not None and not 1 <= n_operators <= operators:
         raise InputError(f"n_operators must be in [1, {operators}], got {n_operators}")
-    generate = partial(ddim_sample, n=n_gen, seed=seed, steps=sample_steps, progress=False)
-    scores = score_operators(model, generate, progress=progress)
-    modifications = prune_by_scores(model, scores, macs_reduction=macs_reduction, n_operators=n_operators)
+
+    def generate(unet):  # ``unet`` is pipe.unet, modified in place by score_operators
+        return ddim_sample(pipe, n=n_gen, seed=seed, steps=sample_steps, progress=False, decode=False)
+
+    inputs = example_inputs(pipe)
+    scores = score_operators(pipe.unet, generate, inputs=inputs, progress=progress)
+    modifications = prune_by_scores(pipe.unet, scores, macs_reduction=macs_reduction, n_operators=n_operators,
+                                    inputs=inputs)
     return {"scores": scores, "modifications": modifications, "macs_reduction_target": macs_reduction,
+            "scored": "latents" if pipe.autoencoder is not None else "samples (images)",
             "n_operators_target": n_operators, "n_gen": n_gen, "sample_steps": sample_steps, "seed": seed}

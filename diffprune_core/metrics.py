@@ -13,6 +13,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .errors import InputError
+from .pipeline import as_diffusion_model
 from .sampling import ddim_sample
 
 
@@ -37,7 +38,8 @@ def mean_ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def sampling_latency(model, *, batch_size: int, steps: int = 100, repeats: int = 3, warmup: int = 1) -> dict:
-    """Median wall time of one DDIM sampling run of ``batch_size`` images, on the model's device."""
+    """Median wall time of one DDIM sampling run of ``batch_size`` images (U-Net steps and decoding), on the model's
+    device; ``model`` is a DiffusionModel or a bare U-Net."""
     if repeats < 1 or warmup < 0:
         raise InputError(f"latency needs at least one repeat and no negative warm-up, got {repeats} and {warmup}")
     seconds = []
@@ -47,7 +49,7 @@ def sampling_latency(model, *, batch_size: int, steps: int = 100, repeats: int =
         seconds.append(time.perf_counter() - start)
     per_batch = statistics.median(seconds[warmup:])
     return {"seconds_per_batch": per_batch, "seconds_per_image": per_batch / batch_size, "batch_size": batch_size,
-            "steps": steps, "repeats": repeats, "device": str(next(model.parameters()).device),
+            "steps": steps, "repeats": repeats, "device": str(as_diffusion_model(model).device),
             "torch_threads": torch.get_num_threads()}
 
 

@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import InputError
-from .sampling import initial_noise, noise_scheduler
+from .pipeline import noise_scheduler
+from .sampling import initial_noise
 
 
 def schedule() -> dict:

@@ -10,6 +10,13 @@ m // G (or m // H) inside every GroupNorm group (head), chosen there by lowest i
 why the CIFAR-10 U-Net at p = 0.3 goes 128 -> 96 and 256 -> 192 (35.7M -> 19.8M, Table 1):
 Torch-Pruning 1.4.1+ rounds differently and gives 13.95M. Attention q/k/v with one head go
 256 -> 179, the time embedding 512 -> 358; ``conv_out`` keeps its output channels.
+
+Beyond the paper's shapes, every block diffusers' U-Nets are built from (:data:`TESTED_BLOCKS`; a test
+prunes and reloads each): a group is re-rooted at its narrowest layer (:func:`channel_root`) so that a
+projection chunked into two halves (``resnet_time_scale_shift="scale_shift"``, AdaGroupNorm, GEGLU's
+feed-forward) counts each channel once; AdaGroupNorm's groups divide like GroupNorm's; widths that are an interface of the
+model (the time embedding under ``class_embed_type="identity"``, ``time_cond_proj_dim``'s projection) are
+not pruned. A U-Net with any other block is refused before pruning.
 """
 import copy
 import math
@@ -18,6 +25,7 @@ import torch
 import torch_pruning as tp
 from diffusers.models.attention_processor import Attention
 from diffusers.models.downsampling import Downsample2D
+from diffusers.models.normalization import AdaGroupNorm
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
@@ -25,6 +33,7 @@ from torch import nn
 from .complexity import count_macs
 from .criteria import GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients, check_criterion
 from .errors import InputError
+from .pipeline import as_diffusion_model
 
 
 def check_ratio(ratio: float, name: str = "ratio") -> float:
@@ -54,62 +63,150 @@ def group_divisions(group) -> int:
             divisions = math.lcm(divisions, layer.num_groups)
         elif fn == "prune_out_channels" and isinstance(layer, nn.Linear) and hasattr(layer, "_attention_heads"):
             divisions = math.lcm(divisions, layer._attention_heads)
+        elif fn == "prune_out_channels" and hasattr(layer, "_norm_groups"):  # AdaGroupNorm's linear
+            divisions = math.lcm(divisions, layer._norm_groups)
     return divisions
 
 
-def select_channels(scores: torch.Tensor, ratio: float, divisions: int, round_to: int | None = None) -> list:
-    """The lowest-scoring channels to remove, the same number inside each of ``divisions`` parts."""
+def channel_root(graph, group):
+    """The same group rooted at its narrowest out-pruned conv/linear that covers all its own channels.
+
+    A root such as ``time_emb_proj`` under scale_shift (2C outputs chunked into scale and shift for C
+    channels), GEGLU's projection in a transformer block's feed-forward (2C outputs, a value and a gate
+    for each of the C inputs of its output linear), or a path that reaches a channel twice through a concatenation, names each channel
+    several times; counting m = n - int(n (1 - p)) removals there would remove the wrong number, unevenly
+    across GroupNorm groups. Rooted at a layer with one index per channel, the scores of the other
+    layers still add up through ``root_idxs``.
+    """
+    root, fn = group[0].dep.target.module, group[0].dep.handler
+    width = len(group[0].idxs)
+    for item in group:
+        layer, handler = item.dep.target.module, item.dep.handler
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        if graph.is_out_channel_pruning_fn(handler):
+            n = graph.get_out_channels(layer)
+        elif graph.is_in_channel_pruning_fn(handler):  # e.g. GEGLU's output linear: C inputs for 2C projections
+            n = graph.get_in_channels(layer)
+        else:
+            continue
+        if n < width and len(set(item.idxs)) == n:
+            root, fn, width = layer, handler, n
+    if root is group[0].dep.target.module:
+        return group
+    return graph.get_pruning_group(root, fn, list(range(width)))
+
+
+def select_channels(scores: torch.Tensor, ratio: float, divisions: int, round_to: int | None = None,
+                    counted: int | None = None) -> list:
+    """The lowest-scoring channels to remove, the same number inside each of ``divisions`` parts.
+
+    The number removed is that of a group of ``counted`` channels (default: one per score; see CHUNK_COUNTS),
+    at most all but one of each part.
+    """
     width = len(scores)
-    per_part = channels_to_remove(width, ratio, divisions, round_to)
     size = width // divisions
+    per_part = min(channels_to_remove(counted or width, ratio, divisions, round_to), size - 1)
     chosen = [torch.argsort(scores[d * size:(d + 1) * size], stable=True)[:per_part] + d * size
               for d in range(divisions)]
     return sorted(torch.cat(chosen).tolist())
 
 
-def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int | None = None, ignored_layers=()):
+def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int | None = None, ignored_layers=(),
+               chunk_count: str = "channels"):
     """Prune every channel group of a diffusers U-Net in place at channel ratio ``ratio``.
 
     ``importance`` maps a Torch-Pruning group to one score per channel (criteria.StructureImportance).
-    ``conv_out`` (the predicted noise) is never pruned on its output side. Returns the model.
+    ``conv_out`` (the predicted noise) is never pruned on its output side. ``chunk_count`` says how a group
+    reached through a projection into two halves is counted (:data:`CHUNK_COUNTS`). Returns the model.
     """
     check_ratio(ratio)
-    for attn in model.modules():  # mark q/k/v so that group_divisions sees the heads
-        if isinstance(attn, Attention):
-            for linear in (attn.to_q, attn.to_k, attn.to_v):
-                linear._attention_heads = attn.heads
+    if chunk_count not in CHUNK_COUNTS:
+        raise InputError(f"unknown chunk_count {chunk_count!r}; choose from {', '.join(CHUNK_COUNTS)}")
+    check_prunable(model)
+    for module in model.modules():  # mark the layers whose channels split into heads or norm groups
+        if isinstance(module, Attention):
+            for linear in (module.to_q, module.to_k, module.to_v):
+                linear._attention_heads = module.heads
+        elif isinstance(module, AdaGroupNorm):
+            module.linear._norm_groups = module.num_groups
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
-    ignored = [model.conv_out, *ignored_layers]
+    ignored = [model.conv_out, *interface_layers(model), *ignored_layers]
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
+        outputs = len(group[0].idxs)
+        group = channel_root(graph, group)
         root, fn = group[0].dep.target.module, group[0].dep.handler
         width = len(group[0].idxs)
-        idxs = select_channels(importance(group), ratio, group_divisions(group), round_to)
+        counted = outputs if chunk_count == "outputs" and outputs == 2 * width else width
+        idxs = select_channels(importance(group), ratio, group_divisions(group), round_to, counted)
         if idxs and len(idxs) < width:
             pruning = graph.get_pruning_group(root, fn, idxs)
             if graph.check_pruning_group(pruning):
                 pruning.prune()
     for module in model.modules():
-        if hasattr(module, "_attention_heads"):
-            del module._attention_heads
+        for mark in ("_attention_heads", "_norm_groups"):
+            if hasattr(module, mark):
+                delattr(module, mark)
     fix_stale_attributes(model)
     return model
+
+
+CHUNK_COUNTS = {
+    "channels": "a group reached through a projection into two halves (GEGLU's value and gate, scale_shift's "
+                "scale and shift) keeps int(C (1 - p)) of its C channels, like every other group",
+    "outputs": "Torch-Pruning 1.x's count, behind the paper's LDM widths: such a group counts the projection's "
+               "2C outputs, so it loses 2C - int(2C (1 - p)) channels, about twice the ratio",
+}
+
+
+def interface_layers(model) -> list:
+    """Layers whose output width callers feed from outside: class vectors of class_embed_type 'identity' are
+    added to the time embedding, and time_cond_proj_dim's projection is added to the sinusoidal timestep."""
+    layers = []
+    if model.config.get("class_embed_type") == "identity":
+        layers.append(model.time_embedding.linear_2)
+    if getattr(model.time_embedding, "cond_proj", None) is not None:
+        layers.append(model.time_embedding.cond_proj)
+    return layers
+
+
+TESTED_BLOCKS = {
+    "DownBlock2D", "ResnetDownsampleBlock2D", "AttnDownBlock2D", "CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D",
+    "SkipDownBlock2D", "AttnSkipDownBlock2D", "KDownBlock2D", "KCrossAttnDownBlock2D",
+    "UpBlock2D", "ResnetUpsampleBlock2D", "AttnUpBlock2D", "CrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D",
+    "SkipUpBlock2D", "AttnSkipUpBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D",
+    "UNetMidBlock2D", "UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn",
+}
+
+
+def check_prunable(unet) -> None:
+    """Refuse, before any pruning, a U-Net with a block diffprune has not been tested with (one line naming it)."""
+    for name, block in [*((f"down_blocks.{i}", b) for i, b in enumerate(unet.down_blocks)),
+                        ("mid_block", unet.mid_block), *((f"up_blocks.{i}", b) for i, b in enumerate(unet.up_blocks))]:
+        if block is not None and type(block).__name__ not in TESTED_BLOCKS:
+            raise InputError(f"{name} is a {type(block).__name__}, which diffprune cannot prune soundly "
+                             "(it prunes the blocks diffusers' UNet2DModel and UNet2DConditionModel are built from)")
 
 
 def fix_stale_attributes(model) -> None:
     """Re-derive the widths diffusers caches in plain attributes from the (pruned) layers.
 
-    Up/Downsample2D check ``channels`` in forward; Attention keeps ``inner_dim`` and friends and a
+    Up/Downsample2D check ``channels`` in forward (those inside a ResnetBlock2D with up/down=True pool or
+    interpolate without a conv, and take the resnet's width); Attention keeps ``inner_dim`` and friends and a
     ``scale`` of head_dim^-0.5, which is set to the new head size so that the classic and the SDPA
     attention processors (SDPA derives the scale from the tensor) agree, and so that a model rebuilt
     from the saved widths is the same function.
     """
     for module in model.modules():
-        if isinstance(module, (Upsample2D, Downsample2D)) and getattr(module, "conv", None) is not None:
+        if isinstance(module, (Upsample2D, Downsample2D)) and isinstance(getattr(module, "conv", None), nn.Conv2d):
             module.channels = module.conv.in_channels
             module.out_channels = module.conv.out_channels
         elif isinstance(module, ResnetBlock2D):
             module.in_channels = module.conv1.in_channels
             module.out_channels = module.conv2.out_channels
+            for resample in (module.upsample, module.downsample):  # up=True / down=True: no conv of their own
+                if isinstance(resample, (Upsample2D, Downsample2D)) and not isinstance(resample.conv, nn.Conv2d):
+                    resample.channels = resample.out_channels = module.norm1.num_channels
         elif isinstance(module, Attention):
             module.query_dim = module.to_q.in_features
             module.inner_dim = module.to_q.out_features
@@ -150,32 +247,37 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
 def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: float | None = None, images=None,
           alphas_cumprod=None, threshold: float = 0.0, stride: int = 1, max_steps: int | None = None,
           round_to: int | None = None, seed: int = 0, progress: bool = True,
-          gradients: GradientReport | None = None) -> dict:
+          gradients: GradientReport | None = None, labels=None, prompts=None, chunk_count: str = "channels") -> dict:
     """Algorithm 1 end to end: gradients over the pruned timesteps (for the Taylor criteria), then pruning.
 
     Exactly one of ``ratio`` (channels) and ``macs_reduction`` (Table 4) is given. ``threshold`` is T
     for ``diff-pruning``; ``taylor`` always uses every timestep. ``gradients``, if given, is the report of
     an :func:`accumulate_gradients` whose sums are already in ``param.grad`` (e.g. read back from a
     cache): the loop over timesteps is then skipped. Returns what was done: the ratio used and the
-    timesteps whose gradients were summed.
+    timesteps whose gradients were summed. ``model`` is a DiffusionModel (or a bare U-Net); its U-Net is
+    pruned in place. A latent model's ``images`` are encoded; ``labels`` / ``prompts`` condition the batch.
     """
     check_criterion(criterion)
     if (ratio is None) == (macs_reduction is None):
         raise InputError("give exactly one of ratio and macs_reduction")
     from .architectures import example_inputs
 
+    model = as_diffusion_model(model)
+    check_prunable(model.unet)
     inputs = example_inputs(model)
     if macs_reduction is not None:
-        ratio = search_ratio_for_macs(model, macs_reduction, inputs)
+        ratio = search_ratio_for_macs(model.unet, macs_reduction, inputs)
     check_ratio(ratio)
     report = gradients
     if criterion in GRADIENT_CRITERIA and report is None:
-        if images is None or alphas_cumprod is None:
-            raise InputError(f"criterion {criterion!r} needs a batch of images and the noise schedule")
+        if images is None:
+            raise InputError(f"criterion {criterion!r} needs a batch of images")
         report = accumulate_gradients(model, images, alphas_cumprod, seed=seed, stride=stride, max_steps=max_steps,
-                                      threshold=threshold if criterion == "diff-pruning" else 0.0, progress=progress)
-    prune_unet(model, StructureImportance(criterion, seed=seed), ratio=ratio, inputs=inputs, round_to=round_to)
-    model.zero_grad(set_to_none=True)
+                                      threshold=threshold if criterion == "diff-pruning" else 0.0, progress=progress,
+                                      labels=labels, prompts=prompts)
+    prune_unet(model.unet, StructureImportance(criterion, seed=seed), ratio=ratio, inputs=inputs, round_to=round_to,
+               chunk_count=chunk_count)
+    model.unet.zero_grad(set_to_none=True)
     return {"criterion": criterion, "ratio": ratio, "macs_reduction_target": macs_reduction,
             "threshold": threshold if criterion == "diff-pruning" else None,
             "timesteps_used": report.timesteps_used if report else [],

@@ -16,7 +16,12 @@ uninterrupted one. Checkpoints are safetensors + JSON only (no pickle).
 
 Files in ``out_dir``: ``checkpoints/step-XXXXXX/`` (``state.safetensors`` with the model, EMA and Adam
 tensors, ``state.json`` with the step, time and config), ``loss.csv`` (the loss of every step),
-``report.json``, and ``model/`` (the final EMA model, written by :func:`checkpoints.save_unet`).
+``report.json``, and ``model/`` (the final EMA model, written by :func:`checkpoints.save_model`: a
+pipeline folder for a model that came as one).
+
+The model is a :class:`pipeline.DiffusionModel` (or a bare U-Net). A latent model trains its U-Net on
+the images encoded once, up front, by its frozen autoencoder; a class-conditional one on the data's
+labels, a text one on the data's captions (the empty prompt where the data has none). Only the U-Net trains.
 """
 import csv
 import json
@@ -35,10 +40,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .checkpoints import save_unet
+from .checkpoints import save_model
 from .errors import InputError
 from .fileio import atomic_dir, check_output_dir, write_json
-from .sampling import noise_scheduler
+from .pipeline import as_diffusion_model, class_input, rows_of, to_device
 
 CHECKPOINT_PREFIX = "step-"
 # Independent seed streams: the t and eps of a step, a process's dropout at a step, an epoch's image order.
@@ -107,10 +112,10 @@ def draw_batch(images: torch.Tensor, batch_size: int, seed: int, step: int, num_
     return x0, timesteps, noise
 
 
-def ddpm_loss(model, x0, timesteps, noise, scheduler) -> torch.Tensor:
+def ddpm_loss(unet, x0, timesteps, noise, scheduler, conditions: dict | None = None) -> torch.Tensor:
     """Eq. 2: the mean of ||eps - eps_theta(x_t, t)||^2 with x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps."""
     noisy = scheduler.add_noise(x0, noise, timesteps)
-    return F.mse_loss(model(noisy, timesteps).sample, noise)
+    return F.mse_loss(unet(noisy, timesteps, **(conditions or {})).sample, noise)
 
 
 def checkpoint_dirs(out_dir) -> list:
@@ -171,25 +176,33 @@ def append_losses(path: Path, first_step: int, losses: list) -> None:
 
 
 def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: bool = True,
-          progress: bool = True) -> dict:
+          progress: bool = True, labels=None, captions=None) -> dict:
     """Train ``model`` on ``images`` (N x C x H x W in [-1, 1]) by DDPM; returns the report (see module doc).
 
-    With ``resume``, a run continues from the last checkpoint in ``out_dir``; otherwise ``out_dir``
-    must be new or empty. ``config.steps`` may grow between runs; the other settings may not. On
-    return ``model`` holds the EMA weights, also saved in ``out_dir/model``.
+    ``model`` is a DiffusionModel or a bare U-Net; ``labels`` (class models) or ``captions`` (text models)
+    are the images', as ``DiffusionModel.data_conditions`` picks them. With ``resume``, a run continues
+    from the last checkpoint in ``out_dir``; otherwise ``out_dir`` must be new or empty. ``config.steps``
+    may grow between runs; the other settings may not. On return ``model`` holds the EMA weights, also
+    saved in ``out_dir/model``.
     """
     out_dir = Path(out_dir)
+    pipe = as_diffusion_model(model)
     # Every process looks at out_dir before Accelerator() joins them, so before the main process writes.
     checkpoints = checkpoint_dirs(out_dir) if resume else []
     if not checkpoints:
         check_output_dir(out_dir)
-    check_images(model, images)
+    pipe.check_images(images)
+    if class_input(pipe.unet)[0] == "labels" and labels is None:
+        raise InputError("a class-conditional model trains on labelled images: digits, cifar10, or a folder with "
+                         "one sub-folder per class")
     accelerator = Accelerator()
     if config.batch_size % accelerator.num_processes:
         raise InputError(f"batch size {config.batch_size} does not split over {accelerator.num_processes} processes")
-    scheduler = noise_scheduler()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    pipe.to(accelerator.device)
+    latents = pipe.encode(images)  # once, up front: the autoencoder is frozen
+    scheduler = pipe.schedule
+    optimizer = torch.optim.Adam(pipe.unet.parameters(), lr=config.lr)
+    model, optimizer = accelerator.prepare(pipe.unet, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     ema = EMAModel(unwrapped.parameters(), decay=config.ema_decay)
     state = load_checkpoint(checkpoints[-1], unwrapped, ema, optimizer, config) if checkpoints else {}
@@ -207,9 +220,12 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
                disable=not progress or not accelerator.is_main_process)
     for step in bar:
         torch.manual_seed(derived_seed(config.seed, step, DROPOUT_STREAM, accelerator.process_index))
-        batch = draw_batch(images, config.batch_size, config.seed, step, scheduler.config.num_train_timesteps)
+        batch = draw_batch(latents, config.batch_size, config.seed, step, scheduler.config.num_train_timesteps)
         x0, timesteps, noise = (value[rows].to(accelerator.device) for value in batch)
-        loss = ddpm_loss(model, x0, timesteps, noise, scheduler)
+        conditions = step_conditions(pipe, labels, captions, batch_indices(len(latents), config.batch_size,
+                                                                           config.seed, step))
+        conditions = to_device(rows_of(conditions, config.batch_size, rows), accelerator.device)
+        loss = ddpm_loss(model, x0, timesteps, noise, scheduler, conditions)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -236,25 +252,25 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
     losses = pd.read_csv(loss_log)["loss"]  # written by the main process before the barrier
     wall_time_s = wall_time_before + session_s  # the sessions' time for the steps kept, not for redone ones
     report = {"steps": config.steps, "resumed_from_step": start, "processes": accelerator.num_processes,
+              "conditioning": pipe.conditions(1, labels=None if labels is None else labels[:1],
+                                              prompts=None if captions is None else captions[:1])[1],
               "wall_time_s": wall_time_s, "seconds_per_step": wall_time_s / config.steps,
               "final_loss": float(losses.tail(config.log_every).mean()), "final_loss_steps": config.log_every,
               "config": asdict(config)}
     if accelerator.is_main_process:
         if (out_dir / "model").exists():  # a finished run continued to more steps
             shutil.rmtree(out_dir / "model")
-        save_unet(unwrapped, out_dir / "model")
+        save_model(pipe, out_dir / "model")
         write_json(out_dir / "report.json", report)
     accelerator.wait_for_everyone()
     return report
 
 
-def check_images(model, images: torch.Tensor) -> None:
-    """``images`` must be a non-empty batch of the model's input shape."""
-    size = model.config.sample_size
-    expected = (model.config.in_channels, *((size, size) if isinstance(size, int) else size))
-    if images.ndim != 4 or len(images) == 0 or tuple(images.shape[1:]) != expected:
-        raise InputError(f"training images must be N x {' x '.join(map(str, expected))} with N >= 1, "
-                         f"got {tuple(images.shape)}")
+def step_conditions(pipe, labels, captions, indices) -> dict:
+    """The U-Net's keyword inputs for one global batch: its images' labels or captions (module doc)."""
+    conditions, _ = pipe.conditions(len(indices), labels=None if labels is None else labels[indices],
+                                    prompts=None if captions is None else [captions[i] for i in indices.tolist()])
+    return conditions
 
 
 def reinitialise(model, seed: int):

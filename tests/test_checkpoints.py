@@ -32,9 +32,11 @@ def test_dense_model_is_an_ordinary_diffusers_folder(tiny_unet, tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_diffusers_folder_and_pipeline_layout_load(tiny_unet, tmp_path):
+def test_diffusers_folder_loads_and_a_unet_folder_without_model_index_is_named(tiny_unet, tmp_path):
     tiny_unet.save_pretrained(tmp_path / "pipe" / "unet")
-    assert isinstance(load_unet(str(tmp_path / "pipe")), UNet2DModel)
+    assert isinstance(load_unet(str(tmp_path / "pipe" / "unet")), UNet2DModel)
+    with pytest.raises(InputError, match="no model_index.json: give .*unet for the U-Net alone"):
+        load_unet(str(tmp_path / "pipe"))
 
 
 def test_corrupt_weights_give_one_line_error(tiny_unet, tmp_path):

@@ -251,11 +251,11 @@ def test_missing_model_and_used_output_folder(command, model_dir, tmp_path, caps
     assert [p.name for p in (tmp_path / "used").iterdir()] == ["notes.txt"]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_conditional_unet_is_refused(command, tiny_cond_unet, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["evaluate", "finetune"])
+def test_grayscale_data_for_an_rgb_model_is_refused(command, tiny_cond_unet, tmp_path, capsys):
     tiny_cond_unet.save_pretrained(tmp_path / "teacher")
     assert run(*COMMANDS[command](tmp_path / "teacher", tmp_path / "out")) == 1
-    assert_refused(capsys, tmp_path, "conditional")
+    assert_refused(capsys, tmp_path, "digits holds grayscale (1 channel) images, but the model takes RGB")
 
 
 def test_inception_weights_must_be_the_published_file(model_dir, tmp_path, capsys):

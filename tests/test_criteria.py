@@ -2,11 +2,12 @@
 import pytest
 import torch
 import torch_pruning as tp
+from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
 from diffprune_core.criteria import StructureImportance, accumulate_gradients, fixed_noise, timestep_losses
 from diffprune_core.errors import InputError
-from diffprune_core.sampling import noise_scheduler
+from diffprune_core.pipeline import noise_scheduler
 
 ALPHAS = noise_scheduler().alphas_cumprod
 
@@ -21,6 +22,7 @@ class KnownLossModel(nn.Module):
     def __init__(self, images, scale):
         super().__init__()
         self.images, self.scale = images, scale
+        self.config = FrozenDict(sample_size=images.shape[-1], in_channels=images.shape[1])  # a pixel U-Net's shape
         self.w = nn.Parameter(torch.tensor([1.0, -2.0]))
         self.seen = []
 

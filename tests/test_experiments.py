@@ -11,7 +11,7 @@ from diffprune_core.checkpoints import load_unet
 from diffprune_core.criteria import accumulate_gradients
 from diffprune_core.experiments import (RunSpec, gradient_sums, run, run_key, ssim_versus_timesteps, table,
                                         teacher_spec)
-from diffprune_core.sampling import noise_scheduler
+from diffprune_core.pipeline import noise_scheduler
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_ld_prune_meets_macs_target():
     assert ddim_sample(model, n=2, seed=0, steps=2, progress=False).shape == (2, 1, 8, 8)
 
 
-def test_ld_prune_checks_its_target_before_scoring(tiny_cond_unet):
+def test_ld_prune_checks_its_target_before_scoring():
     model = small_unet()
     with pytest.raises(InputError, match="exactly one"):
         ld_prune(model, macs_reduction=0.3, n_operators=2)
@@ -50,8 +50,6 @@ def test_ld_prune_checks_its_target_before_scoring(tiny_cond_unet):
         ld_prune(model, macs_reduction=1.5)
     with pytest.raises(InputError, match="n_operators"):
         ld_prune(model, n_operators=len(enumerate_operators(model)) + 1)
-    with pytest.raises(InputError, match="UNet2DModel"):
-        ld_prune(tiny_cond_unet, n_operators=1)
     assert not hasattr(model, "diffprune_modifications")
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from diffprune_core.errors import InputError
 from diffprune_core.propagation import first_order_gains, propagate_errors, reverse_step, schedule
-from diffprune_core.sampling import noise_scheduler
+from diffprune_core.pipeline import noise_scheduler
 
 
 class LinearPredictor(nn.Module):

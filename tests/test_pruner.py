@@ -2,6 +2,7 @@
 import pandas as pd
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from torch import nn
 
@@ -12,12 +13,13 @@ from diffprune_core.errors import InputError
 from diffprune_core.pruner import channels_to_remove, prune_unet, search_ratio_for_macs
 
 PAPER = pd.read_csv(DATA_DIR / "paper_tables.csv")
-# (paper U-Net, the table row that gives its pruned columns, round_to of the official script)
+# (paper U-Net, the table row that gives its pruned columns, round_to of the official script, and how its
+# Torch-Pruning counted the feed-forward's GEGLU projection: the LDM's widths need "outputs")
 PAPER_ROWS = {
-    "cifar10-32": ("1", "cifar10-32", None),
-    "celeba-64": ("1", "celeba-64", None),
-    "lsun-256": ("2", "lsun-church-256", None),
-    "imagenet-ldm-cin256-v2": ("3", "imagenet-256-ldm", 2),
+    "cifar10-32": ("1", "cifar10-32", None, "channels"),
+    "celeba-64": ("1", "celeba-64", None, "channels"),
+    "lsun-256": ("2", "lsun-church-256", None, "channels"),
+    "imagenet-ldm-cin256-v2": ("3", "imagenet-256-ldm", 2, "outputs"),
 }
 
 
@@ -28,13 +30,14 @@ def paper_columns(table, dataset, method):
 
 @pytest.mark.parametrize("name", list(PAPER_ROWS))
 def test_paper_architecture_columns_at_ratio_0_3(name):
-    table, dataset, round_to = PAPER_ROWS[name]
+    table, dataset, round_to, chunk_count = PAPER_ROWS[name]
     model = build_paper_unet(name)
     inputs = example_inputs(model)
     dense = count_macs(model, inputs)
     assert dense["params"] / 1e6 == pytest.approx(paper_columns(table, dataset, "pretrained")[0], rel=0.02)
     assert dense["macs"] / 1e9 == pytest.approx(paper_columns(table, dataset, "pretrained")[1], rel=0.02)
-    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=inputs, round_to=round_to)
+    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=inputs, round_to=round_to,
+               chunk_count=chunk_count)
     pruned = count_macs(model, inputs)
     params, macs = paper_columns(table, dataset, "scratch")  # same architecture as the pruned rows
     assert pruned["params"] / 1e6 == pytest.approx(params, rel=0.02)
@@ -115,3 +118,25 @@ def test_ratio_out_of_range(tiny_unet, ratio):
 
 def test_paper_configs_cover_the_four_unets():
     assert set(paper_unet_configs()) == set(PAPER_ROWS)
+
+
+def test_geglu_feed_forward_counts_channels_or_outputs():
+    """GEGLU's projection has 2C outputs (a value and a gate per channel) for the C inputs of the output linear.
+
+    Counted in channels it keeps int(C * 0.7); counted in outputs (Torch-Pruning 1.x, the paper's LDM) it loses
+    2C - int(2C * 0.7) channels. Either way value and gate go together, whatever the criterion.
+    """
+    for chunk_count, kept in (("channels", 44), ("outputs", 25)):  # C = 64 (the feed-forward of a 16-wide block)
+        widths = set()
+        for criterion in ("magnitude", "random"):
+            torch.manual_seed(0)
+            model = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                         layers_per_block=1, norm_num_groups=4, cross_attention_dim=16,
+                                         attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
+            prune_unet(model, StructureImportance(criterion), ratio=0.3, inputs=example_inputs(model),
+                       chunk_count=chunk_count)
+            ff = model.down_blocks[0].attentions[0].transformer_blocks[0].ff
+            assert ff.net[0].proj.out_features == 2 * ff.net[2].in_features
+            widths.add(ff.net[2].in_features)
+        assert widths == {kept}, chunk_count

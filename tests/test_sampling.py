@@ -3,7 +3,8 @@ import torch
 from diffusers import UNet2DModel
 
 from diffprune_core.errors import InputError
-from diffprune_core.sampling import ddim_sample, initial_noise, noise_scheduler
+from diffprune_core.pipeline import noise_scheduler
+from diffprune_core.sampling import ddim_sample, initial_noise
 
 
 def teacher_shaped_unet(seed: int = 0) -> UNet2DModel:
@@ -81,10 +82,8 @@ def test_per_sample_model_kwargs_are_split_per_batch():
                               layers_per_block=1, norm_num_groups=4, num_class_embeds=3,
                               down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
     labels = torch.tensor([0, 1, 2])
-    batched = ddim_sample(conditional, n=3, seed=0, steps=2, batch_size=2, progress=False,
-                          model_kwargs={"class_labels": labels})
-    whole = ddim_sample(conditional, n=3, seed=0, steps=2, batch_size=3, progress=False,
-                        model_kwargs={"class_labels": labels})
+    batched = ddim_sample(conditional, n=3, seed=0, steps=2, batch_size=2, progress=False, labels=labels)
+    whole = ddim_sample(conditional, n=3, seed=0, steps=2, batch_size=3, progress=False, labels=labels)
     torch.testing.assert_close(batched, whole, atol=1e-5, rtol=0)
 
 

@@ -4,7 +4,7 @@ import torch
 
 from diffprune_core.criteria import accumulate_gradients, timestep_losses
 from diffprune_core.errors import InputError
-from diffprune_core.sampling import noise_scheduler
+from diffprune_core.pipeline import noise_scheduler
 from diffprune_core.thresholds import relative_losses, timesteps_kept
 
 

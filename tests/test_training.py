@@ -143,7 +143,7 @@ def test_presets_and_bad_configs():
 
 
 def test_refuses_bad_inputs(tmp_path):
-    with pytest.raises(InputError, match="training images"):
+    with pytest.raises(InputError, match="takes images of 1 x 8 x 8"):
         train(tiny_unet(), torch.zeros(4, 3, 8, 8), CONFIG, tmp_path / "a", progress=False)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
