@@ -1,4 +1,8 @@
-"""``python -m diffprune_core COMMAND``: the library's steps for a practitioner's own U-Net and images.
+"""``python -m diffprune_core COMMAND``: the library's steps for a practitioner's own model and images.
+
+A model is a diffusers pipeline folder (DDPM, DDIM, LDM, Stable Diffusion) or U-Net folder, loaded as one
+:class:`pipeline.DiffusionModel`: latent models are encoded and decoded, conditional ones get the labels or
+captions of --data, or --class-labels / --prompts, and every report.json says which conditioning was used.
 
 Commands: prune, finetune, sample, evaluate (``python -m diffprune_core COMMAND --help`` for each).
 Every command validates its arguments before it loads anything, writes its outputs into a fresh
@@ -140,15 +144,18 @@ def complexity_change(before: dict, after: dict, pipeline_before: dict, pipeline
 
 def add_prune_parser(commands) -> None:
     p = command_parser(
-        commands, "prune", summary="prune a diffusers U-Net (Diff-Pruning, its baselines, LD-Pruner)",
-        description="Prune a diffusers U-Net and write it to a new folder (weights, widths.json, report.json).\n\n"
+        commands, "prune", summary="prune a diffusers U-Net or pipeline (Diff-Pruning, its baselines, LD-Pruner)",
+        description="Prune a diffusers U-Net or pipeline and write it to a new folder (weights, widths.json,\n"
+                    "report.json; a pipeline folder again for a pipeline).\n\n"
                     "Channel pruning (--criterion random, magnitude, taylor, diff-pruning): every layer loses the\n"
                     "same fraction of channels, set by --ratio or found for --macs-reduction. taylor and\n"
-                    "diff-pruning score channels with gradients of the DDPM loss on one batch of --data.\n"
+                    "diff-pruning score channels with gradients of the DDPM loss on one batch of --data (encoded\n"
+                    "by a latent model's autoencoder; conditioned on its labels or captions).\n"
                     "Operator pruning (--criterion ld-pruner): whole resnet/attention blocks are removed or\n"
                     "replaced by a 1x1 convolution, the least important first, until --operators K blocks are\n"
                     "modified or --macs-reduction F of the MACs are gone. Importance = how far the mean and std of\n"
-                    "--n-gen samples (DDIM, --sample-steps, fixed --seed) move when one block is modified;\n"
+                    "--n-gen samples (DDIM, --sample-steps, fixed --seed; latents of a latent model) move when\n"
+                    "one block is modified;\n"
                     "the ranking is written to ranking.csv. The output folder loads as --model in every command.",
         examples="  python -m diffprune_core prune --model google/ddpm-cifar10-32 --criterion diff-pruning \\\n"
                  "      --ratio 0.3 --data cifar10 --out pruned\n"
@@ -286,7 +293,8 @@ def add_finetune_parser(commands) -> None:
     presets = "\n".join(f"  {name}: {describe_preset(make(steps=1))}" for name, make in TRAIN_PRESETS.items())
     p = command_parser(
         commands, "finetune", summary="fine-tune a (pruned) U-Net by DDPM training, or train it from scratch",
-        description="Train an unconditional diffusers U-Net on images with the DDPM loss (Eq. 2): Adam at a\n"
+        description="Train a diffusers U-Net on images (their labels or captions for a conditional model, encoded\n"
+                    "once by a latent model's frozen autoencoder) with the DDPM loss (Eq. 2): Adam at a\n"
                     "constant learning rate, gradient clipping, an EMA of the weights. The EMA weights are the\n"
                     "result: OUT/model (give it as --model to sample, evaluate or prune). OUT also holds\n"
                     "checkpoints/step-N/ (safetensors + JSON, no pickle), loss.csv and report.json.\n"
@@ -351,9 +359,10 @@ def run_finetune(args) -> dict | None:
 
 def add_sample_parser(commands) -> None:
     p = command_parser(
-        commands, "sample", summary="draw images from an unconditional U-Net by DDIM",
+        commands, "sample", summary="draw images from a U-Net or pipeline by DDIM",
         description="Draw --n images by DDIM (Song et al.; the paper's sampler: 100 steps, eta 0) from noise\n"
-                    "x_T fixed by --seed alone, so two models given the same seed start from the same noise.\n"
+                    "x_T fixed by --seed alone, so two models given the same seed start from the same noise;\n"
+                    "a latent model's samples are decoded. --class-labels or --prompts condition them.\n"
                     "Writes samples.safetensors (key 'samples': uint8 N x C x H x W, pixel = round((x + 1) * 127.5)),\n"
                     "grid.png and report.json into a new folder. Sampling runs on the GPU when there is one.",
         examples="  python -m diffprune_core sample --model ft/model --n 64 --seed 0 --out samples\n"
@@ -405,7 +414,7 @@ def run_sample(args) -> dict:
 
 def add_evaluate_parser(commands) -> None:
     p = command_parser(
-        commands, "evaluate", summary="#Params, MACs, latency, FID, SSIM of an unconditional U-Net",
+        commands, "evaluate", summary="#Params, MACs, latency, FID, SSIM of a U-Net or pipeline",
         description="Measure a U-Net as the paper's tables do and write report.json (and grid.png) to a new folder:\n"
                     "  params, macs (convs + linears, batch 1, the paper's convention), macs_with_attention;\n"
                     "  latency: median wall time of one DDIM run of --latency-batch-size images on the CPU;\n"

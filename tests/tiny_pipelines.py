@@ -77,7 +77,7 @@ def tiny_pipeline(layout: str, folder):
                                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=tiny_text_encoder(len(tokenizer)), tokenizer=tokenizer,
-                                       unet=unet, scheduler=PNDMScheduler(**SCHEDULE, skip_prk_steps=True),
+                                       unet=unet, scheduler=PNDMScheduler(**SCHEDULE, skip_prk_steps=True, steps_offset=1),
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     else:
         raise ValueError(layout)
