@@ -17,6 +17,8 @@ from diffprune_core.checkpoints import load_model, load_unet
 from diffprune_core.cli import main
 from diffprune_core.criteria import accumulate_gradients
 from diffprune_core.data import load_examples
+from diffprune_core.pipeline import DiffusionModel
+from diffprune_core.pruner import prune
 from diffprune_core.sampling import ddim_sample
 from tiny_pipelines import LAYOUTS, tiny_pipeline, write_images
 
@@ -188,3 +190,30 @@ def test_bad_input_is_one_line_and_writes_nothing(layouts, class_unet_dir, tmp_p
     shutil.rmtree(broken / "vae")
     assert "misses its vae/" in bad(capsys, *sample, "--model", broken)
     assert not out.exists() and not list(tmp_path.glob(".never*"))
+
+
+class ClassEmbeddingModel(DiffusionModel):
+    """CompVis' class-conditional LDM in miniature: a learned class embedding read through cross-attention."""
+
+    def __init__(self, unet, embedding):
+        super().__init__(unet=unet)
+        self.embedding = embedding
+
+    def conditions(self, n, *, labels=None, prompts=None, seed=0):
+        if labels is None:
+            labels = torch.randint(self.embedding.num_embeddings, (n,), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            return {"encoder_hidden_states": self.embedding(torch.as_tensor(labels)).unsqueeze(1)}, "class embeddings"
+
+
+def test_a_subclass_supplies_class_embeddings_through_cross_attention(tiny_cond_unet):
+    """The scaling-up guide's recipe for Table 3's LDM: override ``conditions``; prune and sample use it."""
+    torch.manual_seed(0)
+    model = ClassEmbeddingModel(tiny_cond_unet, torch.nn.Embedding(10, 24))
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    losses = [accumulate_gradients(model, images, stride=500, labels=labels, progress=False).losses[500]
+              for labels in ([0, 1, 2, 3], [4, 5, 6, 7])]
+    assert losses[0] != losses[1], "the labels reach the U-Net through the class embeddings"
+    report = prune(model, "diff-pruning", ratio=0.3, images=images, labels=[0, 1, 2, 3], stride=500, progress=False)
+    assert report["timesteps_used"] == [0, 500]
+    assert ddim_sample(model, n=2, seed=0, steps=2, labels=[1, 2], progress=False).shape == (2, 3, 16, 16)
