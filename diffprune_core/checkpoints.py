@@ -206,8 +206,10 @@ def _load_pipeline(path: Path) -> DiffusionModel:
             raise InputError(f"pipeline folder {path} ({pipeline}) misses its {name}/ component "
                              f"(a {pipeline} needs {', '.join(PIPELINE_COMPONENTS[pipeline])})")
     scheduler_config = _read_json(path / "scheduler" / SCHEDULER_CONFIG)
-    model = DiffusionModel(unet=_load_unet_folder(path / "unet"), schedule=noise_scheduler(scheduler_config),
-                           pipeline=pipeline, scheduler_config=scheduler_config)
+    latent = any(name in PIPELINE_COMPONENTS[pipeline] for name in AUTOENCODER_COMPONENTS)
+    schedule = noise_scheduler({"clip_sample": not latent, **scheduler_config})  # latents are not clipped
+    model = DiffusionModel(unet=_load_unet_folder(path / "unet"), schedule=schedule, pipeline=pipeline,
+                           scheduler_config=scheduler_config)
     for name in AUTOENCODER_COMPONENTS:
         if name in PIPELINE_COMPONENTS[pipeline]:
             model.autoencoder = _from_pretrained_component(path, name, index[name][1], AUTOENCODER_CLASSES)

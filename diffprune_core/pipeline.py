@@ -17,6 +17,8 @@ pixel models. A bare U-Net stands for the pixel-space model with the paper's noi
   identity / projection), zero SDXL text_time inputs.
 - ``schedule``: the DDPM noise schedule, from the pipeline's own scheduler config (Stable Diffusion
   uses a scaled-linear one); a bare U-Net gets the 1000-step linear schedule. Epsilon prediction only.
+  DDIM clips its predicted x_0 to [-1, 1] where the config says so, by default for pixel models only:
+  latents are not bounded.
 """
 from dataclasses import dataclass, field
 
@@ -170,19 +172,19 @@ class DiffusionModel:
         if prompts is not None and self.text_encoder is None:
             raise InputError("prompts given, but this model has no text encoder (a text-to-image pipeline has one)")
         kwargs, said = {}, []
-        if kind == "labels":
-            if labels is None:
-                labels = torch.randint(size, (n,), generator=torch.Generator().manual_seed(seed))
-                said.append(f"class labels drawn from seed {seed}")
-            else:
-                labels = torch.as_tensor(labels, dtype=torch.long)
-                if labels.shape != (n,) or labels.min() < 0 or labels.max() >= size:
-                    raise InputError(f"need {n} class labels in [0, {size - 1}], got {labels.tolist()[:8]}...")
-                said.append("the given class labels")
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            upper = size - 1 if kind == "labels" else labels.max()
+            if labels.shape != (n,) or labels.min() < 0 or labels.max() > upper:
+                raise InputError(f"need {n} class labels in [0, {upper}], got {labels.tolist()[:8]}...")
             kwargs["class_labels"] = labels
+            said.append("the given class labels")
+        elif kind == "labels":
+            kwargs["class_labels"] = torch.randint(size, (n,), generator=torch.Generator().manual_seed(seed))
+            said.append(f"class labels drawn from seed {seed}")
         elif kind == "scalar":
-            kwargs["class_labels"] = torch.zeros(n, dtype=torch.long) if labels is None else torch.as_tensor(labels)
-            said.append("null (zero) class labels" if labels is None else "the given class labels")
+            kwargs["class_labels"] = torch.zeros(n, dtype=torch.long)
+            said.append("null (zero) class labels")
         elif kind == "vector":
             kwargs["class_labels"] = torch.zeros(n, size)
             said.append("null (zero) class vectors")

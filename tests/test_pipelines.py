@@ -36,7 +36,7 @@ def report(folder) -> dict:
 @pytest.fixture
 def layouts(tmp_path):
     """Every tiny pipeline layout with the data it trains on."""
-    data = {"ddpm": "digits", "ldm": write_images(tmp_path / "rgb", 8),
+    data = {"ddpm": "digits", "ddim": "digits", "ldm": write_images(tmp_path / "rgb", 8),
             "sd": write_images(tmp_path / "captioned", 8, captions=True)}
     return {layout: (tiny_pipeline(layout, tmp_path / layout), data[layout]) for layout in LAYOUTS}
 
@@ -52,8 +52,7 @@ def test_prune_finetune_sample_evaluate_round_trip(layout, layouts, tmp_path):
     assert pruned["params_after"] < pruned["params_before"]
     assert pruned["pipeline_params_before"] - pruned["pipeline_params_after"] == (pruned["params_before"]
                                                                                    - pruned["params_after"])
-    assert pruned["conditioning"] == {"ddpm": "none (unconditional)", "ldm": "none (unconditional)",
-                                      "sd": "the given prompts"}[layout]
+    assert pruned["conditioning"] == ("the given prompts" if layout == "sd" else "none (unconditional)")
     assert (tmp_path / "pruned" / "model_index.json").is_file() and (tmp_path / "pruned" / "unet" / "widths.json").is_file()
     assert not list((tmp_path / "pruned").rglob("*.bin")), "safetensors and JSON only"
 
@@ -73,7 +72,7 @@ def test_prune_finetune_sample_evaluate_round_trip(layout, layouts, tmp_path):
     assert 0 < evaluated["ssim_to_reference"] < 1 and evaluated["fid"]["value"] > 0
     parts = evaluated["pipeline_complexity"]
     assert parts["unet"]["macs"] == evaluated["macs"]
-    assert parts["macs_per_image"] > 2 * evaluated["macs"] or layout == "ddpm"
+    assert parts["macs_per_image"] > 2 * evaluated["macs"] or layout in ("ddpm", "ddim")
     print(f"{layout} round trip: {time.perf_counter() - started:.1f} s")
 
 
@@ -107,6 +106,8 @@ def test_latent_gradients_diffuse_the_encoded_batch(layouts):
 def test_stable_diffusion_schedule_and_prompts_come_from_the_pipeline(layouts):
     model = load_model(str(layouts["sd"][0]))
     assert model.schedule.config.beta_schedule == "scaled_linear"
+    assert not model.schedule.config.clip_sample, "latents are not clipped to [-1, 1] (PNDM's config has no such key)"
+    assert load_model(str(layouts["ddpm"][0])).schedule.config.clip_sample
     with_prompt, said = model.conditions(2, prompts=["a red square", "a blue ring"])
     empty, said_empty = model.conditions(2)
     assert said == "the given prompts" and said_empty == "the empty prompt"
@@ -217,3 +218,22 @@ def test_a_subclass_supplies_class_embeddings_through_cross_attention(tiny_cond_
     report = prune(model, "diff-pruning", ratio=0.3, images=images, labels=[0, 1, 2, 3], stride=500, progress=False)
     assert report["timesteps_used"] == [0, 500]
     assert ddim_sample(model, n=2, seed=0, steps=2, labels=[1, 2], progress=False).shape == (2, 3, 16, 16)
+
+
+def test_a_hub_id_fetches_configs_and_safetensors_only(layouts, monkeypatch, capsys, tmp_path):
+    """Hub ids go through huggingface_hub's snapshot_download (offline here: a stand-in returns a local copy)."""
+    import huggingface_hub
+
+    asked = {}
+
+    def snapshot_download(repo_id, allow_patterns):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        if repo_id == "nobody/nothing":
+            raise OSError("Repository Not Found for url: https://huggingface.co/api/models/nobody/nothing\nmore")
+        return str(layouts["ldm"][0])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert load_model("CompVis/ldm-celebahq-256").pipeline == "LDMPipeline"
+    assert asked == {"repo_id": "CompVis/ldm-celebahq-256", "allow_patterns": ["*.json", "*.safetensors", "*.txt"]}
+    message = bad(capsys, "sample", "--model", "nobody/nothing", "--n", 1, "--seed", 0, "--out", tmp_path / "never")
+    assert "cannot fetch nobody/nothing from the hub (OSError: Repository Not Found" in message

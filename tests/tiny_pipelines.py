@@ -1,6 +1,7 @@
 """Tiny local copies of the pipeline layouts practitioners bring, built with random weights, no download.
 
 - ``ddpm``: DDPMPipeline (a 1-channel 16x16 UNet2DModel and DDPMScheduler), the layout of google/ddpm-*;
+- ``ddim``: DDIMPipeline (the same U-Net with a DDIMScheduler);
 - ``ldm``: LDMPipeline (a VQModel with 3-channel 16x16 images and 3x8x8 latents, a UNet2DModel on them, and
   DDIMScheduler), the layout of CompVis/ldm-celebahq-256;
 - ``sd``: StableDiffusionPipeline (AutoencoderKL with 4x8x8 latents, a CLIP text encoder and tokenizer made
@@ -17,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import (AutoencoderKL, DDIMScheduler, DDPMPipeline, DDPMScheduler, LDMPipeline, PNDMScheduler,
+from diffusers import (AutoencoderKL, DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, LDMPipeline, PNDMScheduler,
                        StableDiffusionPipeline, UNet2DConditionModel, UNet2DModel, VQModel)
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-LAYOUTS = ("ddpm", "ldm", "sd")
+LAYOUTS = ("ddpm", "ddim", "ldm", "sd")
 CAPTIONS = ["a red square", "a blue ring", "green stripes", "a dark field"]
 SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 
@@ -59,6 +60,8 @@ def tiny_pipeline(layout: str, folder):
     torch.manual_seed(0)
     if layout == "ddpm":
         pipe = DDPMPipeline(unet=tiny_unet(1, 16), scheduler=DDPMScheduler(num_train_timesteps=1000))
+    elif layout == "ddim":
+        pipe = DDIMPipeline(unet=tiny_unet(1, 16), scheduler=DDIMScheduler(num_train_timesteps=1000))
     elif layout == "ldm":
         vqvae = VQModel(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(8, 16),
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -108,7 +111,7 @@ if __name__ == "__main__":
         sys.exit(f"usage: python {sys.argv[0]} {{{','.join(LAYOUTS)}}} OUT")
     layout, out = sys.argv[1], Path(sys.argv[2])
     tiny_pipeline(layout, out / "pipeline")
-    if layout != "ddpm":
+    if layout in ("ldm", "sd"):
         write_images(out / "images", 16, captions=layout == "sd")
     (out / "prompts.txt").write_text("\n".join(CAPTIONS) + "\n")
     print(f"wrote {out}/pipeline ({layout}), {out}/images and {out}/prompts.txt")
