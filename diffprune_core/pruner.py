@@ -14,9 +14,10 @@ Torch-Pruning 1.4.1+ rounds differently and gives 13.95M. Attention q/k/v with o
 Beyond the paper's shapes, every block diffusers' U-Nets are built from (:data:`TESTED_BLOCKS`; a test
 prunes and reloads each): a group is re-rooted at its narrowest layer (:func:`channel_root`) so that a
 projection chunked into two halves (``resnet_time_scale_shift="scale_shift"``, AdaGroupNorm, GEGLU's
-feed-forward) counts each channel once; AdaGroupNorm's groups divide like GroupNorm's; widths that are an interface of the
-model (the time embedding under ``class_embed_type="identity"``, ``time_cond_proj_dim``'s projection) are
-not pruned. A U-Net with any other block is refused before pruning.
+feed-forward) counts each channel once (or, with ``chunk_count="outputs"``, as Torch-Pruning 1.x did);
+AdaGroupNorm's groups divide like GroupNorm's; widths that are an interface of the model (the time
+embedding under ``class_embed_type="identity"``, ``time_cond_proj_dim``'s projection) are not pruned.
+A U-Net with any other block is refused before pruning.
 """
 import copy
 import math
@@ -69,12 +70,13 @@ def group_divisions(group) -> int:
 
 
 def channel_root(graph, group):
-    """The same group rooted at its narrowest out-pruned conv/linear that covers all its own channels.
+    """The same group rooted at its narrowest conv/linear (pruned on its outputs or its inputs) that covers
+    all its own channels.
 
     A root such as ``time_emb_proj`` under scale_shift (2C outputs chunked into scale and shift for C
     channels), GEGLU's projection in a transformer block's feed-forward (2C outputs, a value and a gate
-    for each of the C inputs of its output linear), or a path that reaches a channel twice through a concatenation, names each channel
-    several times; counting m = n - int(n (1 - p)) removals there would remove the wrong number, unevenly
+    for each of the C inputs of its output linear), or a path that reaches a channel twice through a
+    concatenation, names each channel several times; counting m = n - int(n (1 - p)) removals there would remove the wrong number, unevenly
     across GroupNorm groups. Rooted at a layer with one index per channel, the scores of the other
     layers still add up through ``root_idxs``.
     """
@@ -216,7 +218,8 @@ def fix_stale_attributes(model) -> None:
                 module.scale = (module.inner_dim // module.heads) ** -0.5
 
 
-def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, tolerance: float = 1e-3) -> float:
+def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, tolerance: float = 1e-3,
+                          chunk_count: str = "channels") -> float:
     """The channel ratio whose pruned architecture removes the fraction of MACs closest to ``macs_reduction``.
 
     Table 4's convention. Widths depend on the ratio alone and change in steps (whole GroupNorm groups),
@@ -229,7 +232,8 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
 
     def reduction(ratio):
         if ratio not in reductions:
-            pruned = prune_unet(copy.deepcopy(model), StructureImportance("magnitude"), ratio=ratio, inputs=inputs)
+            pruned = prune_unet(copy.deepcopy(model), StructureImportance("magnitude"), ratio=ratio, inputs=inputs,
+                                chunk_count=chunk_count)
             reductions[ratio] = 1 - count_macs(pruned, inputs)["macs"] / dense
         return reductions[ratio]
 
@@ -266,7 +270,7 @@ def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: 
     check_prunable(model.unet)
     inputs = example_inputs(model)
     if macs_reduction is not None:
-        ratio = search_ratio_for_macs(model.unet, macs_reduction, inputs)
+        ratio = search_ratio_for_macs(model.unet, macs_reduction, inputs, chunk_count=chunk_count)
     check_ratio(ratio)
     report = gradients
     if criterion in GRADIENT_CRITERIA and report is None:
