@@ -190,6 +190,9 @@ def test_bad_input_is_one_line_and_writes_nothing(layouts, class_unet_dir, tmp_p
     shutil.copytree(sd, broken)
     shutil.rmtree(broken / "vae")
     assert "misses its vae/" in bad(capsys, *sample, "--model", broken)
+    index = json.loads((broken / "model_index.json").read_text())
+    (broken / "model_index.json").write_text(json.dumps({**index, "_class_name": "KandinskyPipeline"}))
+    assert "holds a 'KandinskyPipeline'; diffprune reads DDPMPipeline" in bad(capsys, *sample, "--model", broken)
     assert not out.exists() and not list(tmp_path.glob(".never*"))
 
 
