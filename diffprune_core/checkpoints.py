@@ -179,8 +179,12 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
     except Exception as err:  # offline, unknown repository, gated model...: one line, whatever the cause
-        raise InputError(f"cannot fetch {repo_id} from the hub ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise InputError(f"cannot fetch {repo_id} from the hub ({first_line(err)})") from None
+
+
+def first_line(err: Exception) -> str:
+    """An exception from diffusers, transformers or the hub as one line: its type and first line."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 def _load_unet_folder(path: Path):
@@ -251,8 +255,7 @@ def _from_pretrained_component(path: Path, name: str, cls_name: str, classes: di
                 return cls.from_pretrained(path / name)
             return cls.from_pretrained(path / name, use_safetensors=True).eval()
     except Exception as err:  # diffusers and transformers raise OSError, ValueError, EnvironmentError, ...
-        raise InputError(f"cannot load {path / name} ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise InputError(f"cannot load {path / name} ({first_line(err)})") from None
 
 
 def _read_config(path: Path) -> dict:
@@ -269,8 +272,7 @@ def _from_pretrained(path: Path):
     try:
         return cls.from_pretrained(path, use_safetensors=True).eval()
     except Exception as err:  # diffusers raises OSError, ValueError, EnvironmentError, SafetensorError...
-        raise InputError(f"cannot load a U-Net from {path} ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise InputError(f"cannot load a U-Net from {path} ({first_line(err)})") from None
 
 
 def _load_pruned(path: Path):

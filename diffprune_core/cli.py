@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from . import checkpoints
 from .architectures import example_inputs
-from .complexity import count_macs, count_params, pipeline_complexity
+from .complexity import count_macs, count_params, pipeline_complexity, pipeline_params
 from .criteria import CRITERIA, GRADIENT_CRITERIA
 from .data import DATASETS, check_dataset, load_examples
 from .digits_classifier import classify_samples
@@ -131,13 +131,13 @@ def check_conditioning(args) -> tuple:
     return parse_labels(args.class_labels), read_prompts(args.prompts)
 
 
-def complexity_change(before: dict, after: dict, pipeline_before: dict, pipeline_after: dict) -> dict:
+def complexity_change(before: dict, after: dict, pipeline_before: int, pipeline_after: int) -> dict:
     """The U-Net's params and MACs (the paper's columns) and the whole pipeline's params, before and after."""
     return {"params_before": before["params"], "params_after": after["params"],
             "macs_before": before["macs"], "macs_after": after["macs"],
             "macs_with_attention_before": before["macs_with_attention"],
             "macs_with_attention_after": after["macs_with_attention"],
-            "pipeline_params_before": pipeline_before["params"], "pipeline_params_after": pipeline_after["params"]}
+            "pipeline_params_before": pipeline_before, "pipeline_params_after": pipeline_after}
 
 
 # ---------------------------------------------------------------------------------------------- prune
@@ -218,7 +218,7 @@ def run_prune(args) -> dict:
         examples = model_examples(model, args.data, limit=args.batch_size, seed=args.seed)
         labels, prompts = model.data_conditions(examples)
     inputs = example_inputs(model)
-    before, pipeline_before = count_macs(model.unet, inputs), pipeline_complexity(model, steps=1)
+    before, pipeline_before = count_macs(model.unet, inputs), pipeline_params(model)
     done = prune(model, args.criterion, ratio=ratio, macs_reduction=args.macs_reduction,
                  images=None if examples is None else examples.images, labels=labels, prompts=prompts,
                  threshold=args.threshold, stride=args.stride, round_to=args.round_to, seed=args.seed,
@@ -232,7 +232,7 @@ def run_prune(args) -> dict:
         "conditioning": (model.conditions(len(examples), labels=labels, prompts=prompts, seed=args.seed)[1]
                          if examples is not None else None),
         "seed": args.seed,
-        **complexity_change(before, count_macs(model.unet, inputs), pipeline_before, pipeline_complexity(model, steps=1)),
+        **complexity_change(before, count_macs(model.unet, inputs), pipeline_before, pipeline_params(model)),
         "wall_time_s": round(time.perf_counter() - start, 2),
     }
     with atomic_dir(args.out) as tmp:
@@ -261,7 +261,7 @@ def run_ld_pruner(args) -> dict:
     if args.operators is not None and args.operators > available:
         raise InputError(f"--operators {args.operators}: this U-Net has {available} operators")
     inputs = example_inputs(model)
-    before, pipeline_before = count_macs(model.unet, inputs), pipeline_complexity(model, steps=1)
+    before, pipeline_before = count_macs(model.unet, inputs), pipeline_params(model)
     done = ld_prune(model, macs_reduction=args.macs_reduction, n_operators=args.operators, n_gen=args.n_gen,
                     sample_steps=args.sample_steps, seed=args.seed)
     report = {
@@ -270,7 +270,7 @@ def run_ld_pruner(args) -> dict:
         "threshold": None, "timesteps_used": [], "num_timesteps_used": 0, "data": None,
         "conditioning": model.conditions(args.n_gen, seed=args.seed)[1], "scored": done["scored"],
         "seed": args.seed, "n_gen": args.n_gen, "sample_steps": args.sample_steps,
-        **complexity_change(before, count_macs(model.unet, inputs), pipeline_before, pipeline_complexity(model, steps=1)),
+        **complexity_change(before, count_macs(model.unet, inputs), pipeline_before, pipeline_params(model)),
         "operators_modified": [list(modification) for modification in done["modifications"]],
         "num_operators_modified": len(done["modifications"]),
         "wall_time_s": round(time.perf_counter() - start, 2),

@@ -13,9 +13,17 @@ import torch
 import torch_pruning as tp
 from diffusers.models.attention_processor import Attention
 
+from .architectures import example_inputs
+from .pipeline import as_diffusion_model
+
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def pipeline_params(model) -> int:
+    """#Params of all the networks of a DiffusionModel (U-Net, autoencoder, text encoder)."""
+    return sum(count_params(module) for module in as_diffusion_model(model).components().values())
 
 
 @torch.no_grad()
@@ -59,9 +67,6 @@ def pipeline_complexity(model, *, steps: int, guidance: bool = False) -> dict:
     """Params and MACs (the paper's convention, batch 1) of each component of a DiffusionModel, and of
     generating one image by ``steps`` DDIM steps: {'unet': {...}, 'autoencoder': {...}, 'text_encoder': {...},
     'params': all components, 'macs_per_image': total}."""
-    from .architectures import example_inputs
-    from .pipeline import as_diffusion_model
-
     model = as_diffusion_model(model)
     unet = count_macs(model.unet, example_inputs(model))
     parts = {"unet": {key: unet[key] for key in ("params", "macs")}}
@@ -76,5 +81,5 @@ def pipeline_complexity(model, *, steps: int, guidance: bool = False) -> dict:
         encoded = count_macs(model.text_encoder, {"input_ids": ids})["macs"]
         parts["text_encoder"] = {"params": count_params(model.text_encoder), "macs": encoded}
         macs += encoded
-    return {**parts, "params": sum(count_params(m) for m in model.components().values()), "macs_per_image": macs,
+    return {**parts, "params": pipeline_params(model), "macs_per_image": macs,
             "steps": steps, "guidance": guidance}

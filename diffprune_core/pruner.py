@@ -21,6 +21,7 @@ A U-Net with any other block is refused before pruning.
 """
 import copy
 import math
+import time
 
 import torch
 import torch_pruning as tp
@@ -216,6 +217,22 @@ def fix_stale_attributes(model) -> None:
             module.out_dim = module.to_out[0].out_features
             if module.scale_qk:
                 module.scale = (module.inner_dim // module.heads) ** -0.5
+
+
+def architecture_counts(unet, inputs: dict, *, ratio: float, round_to: int | None = None,
+                        chunk_count: str = "channels") -> dict:
+    """One row of the architecture tables: #Params (M) and MACs (G) of ``unet`` before and after pruning it in
+    place at ``ratio`` (magnitude scores: the widths depend on the ratio alone), and the pruning's seconds."""
+    dense = count_macs(unet, inputs)
+    start = time.perf_counter()
+    prune_unet(unet, StructureImportance("magnitude"), ratio=ratio, inputs=inputs, round_to=round_to,
+               chunk_count=chunk_count)
+    seconds = time.perf_counter() - start
+    pruned = count_macs(unet, inputs)
+    return {"params_M": dense["params"] / 1e6, "pruned_params_M": pruned["params"] / 1e6,
+            "macs_G": dense["macs"] / 1e9, "pruned_macs_G": pruned["macs"] / 1e9,
+            "macs_with_attention_G": dense["macs_with_attention"] / 1e9,
+            "pruned_macs_with_attention_G": pruned["macs_with_attention"] / 1e9, "prune_seconds": seconds}
 
 
 def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, tolerance: float = 1e-3,

@@ -10,7 +10,7 @@ from diffprune_core.architectures import DATA_DIR, build_paper_unet, example_inp
 from diffprune_core.complexity import count_macs
 from diffprune_core.criteria import StructureImportance
 from diffprune_core.errors import InputError
-from diffprune_core.pruner import channels_to_remove, prune_unet, search_ratio_for_macs
+from diffprune_core.pruner import architecture_counts, channels_to_remove, prune_unet, search_ratio_for_macs
 
 PAPER = pd.read_csv(DATA_DIR / "paper_tables.csv")
 # (paper U-Net, the table row that gives its pruned columns, round_to of the official script, and how its
@@ -140,3 +140,13 @@ def test_geglu_feed_forward_counts_channels_or_outputs():
             assert ff.net[0].proj.out_features == 2 * ff.net[2].in_features
             widths.add(ff.net[2].in_features)
         assert widths == {kept}, chunk_count
+
+
+def test_architecture_counts_are_the_counts_before_and_after_pruning(tiny_unet):
+    inputs = example_inputs(tiny_unet)
+    dense = count_macs(tiny_unet, inputs)
+    counts = architecture_counts(tiny_unet, inputs, ratio=0.3)
+    pruned = count_macs(tiny_unet, inputs)  # the model is pruned in place
+    assert counts["params_M"] == dense["params"] / 1e6 and counts["pruned_params_M"] == pruned["params"] / 1e6
+    assert counts["macs_G"] == dense["macs"] / 1e9 and counts["pruned_macs_G"] == pruned["macs"] / 1e9
+    assert pruned["params"] < dense["params"] and counts["prune_seconds"] > 0
