@@ -5,9 +5,10 @@ A saved U-Net folder holds ``config.json`` (the diffusers config of the *unprune
 and normalisation layer, plus any LD-Pruner operator modifications). A dense model saved this way
 is an ordinary diffusers folder: ``UNet2DModel.from_pretrained`` loads it too.
 
-A model that came as a diffusers pipeline folder (``model_index.json``: DDPMPipeline, DDIMPipeline,
-LDMPipeline, StableDiffusionPipeline) is saved as one again: the pruned ``unet/`` as above, the
-untouched autoencoder, text encoder and tokenizer re-saved with safetensors, the scheduler config as it
+A model that came as a pipeline folder (``model_index.json``: diffusers' DDPMPipeline, DDIMPipeline,
+LDMPipeline, StableDiffusionPipeline, and diffprune's ClassLDMPipeline) is saved as one again: the pruned
+``unet/`` as above, the untouched autoencoder, text encoder and tokenizer and the fine-tuned class embedder
+re-saved with safetensors, the scheduler config as it
 was, and ``model_index.json`` (components diffprune does not use, such as the safety checker, are left
 out as null). diffusers' own ``DiffusionPipeline.from_pretrained(folder, unet=load_unet(folder))`` loads
 it: the pruned U-Net is the one component whose widths diffusers cannot apply itself.
@@ -27,7 +28,7 @@ from torch import nn
 from .architectures import UNET_CLASSES, build_paper_unet
 from .errors import InputError
 from .fileio import atomic_dir, write_json
-from .pipeline import AUTOENCODER_COMPONENTS, PIPELINE_COMPONENTS, DiffusionModel, noise_scheduler
+from .pipeline import AUTOENCODER_COMPONENTS, PIPELINE_COMPONENTS, ClassEmbedder, DiffusionModel, noise_scheduler
 from .pruner import fix_stale_attributes
 
 CONFIG = "config.json"
@@ -119,8 +120,8 @@ def write_model(model: DiffusionModel, folder) -> None:
         return
     index = {"_class_name": model.pipeline, "_diffusers_version": diffusers.__version__}
     for name, module in model.components().items():
-        index[name] = ["diffusers" if name in ("unet", *AUTOENCODER_COMPONENTS) else "transformers",
-                       type(module).__name__]
+        library = "diffprune_core.pipeline" if isinstance(module, ClassEmbedder) else type(module).__module__.split(".")[0]
+        index[name] = [library, type(module).__name__]
         (folder / name).mkdir()
         if name == "unet":
             write_unet(module, folder / name)
@@ -217,6 +218,9 @@ def _load_pipeline(path: Path) -> DiffusionModel:
     for name in AUTOENCODER_COMPONENTS:
         if name in PIPELINE_COMPONENTS[pipeline]:
             model.autoencoder = _from_pretrained_component(path, name, index[name][1], AUTOENCODER_CLASSES)
+    if "class_embedder" in PIPELINE_COMPONENTS[pipeline]:
+        model.class_embedder = _from_pretrained_component(path, "class_embedder", index["class_embedder"][1],
+                                                          {"ClassEmbedder": ClassEmbedder})
     if "text_encoder" in PIPELINE_COMPONENTS[pipeline]:
         import transformers
 

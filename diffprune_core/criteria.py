@@ -48,7 +48,8 @@ def noisy_loss(unet, x0, noise, t: int, alphas_cumprod, conditions: dict):
 def algorithm1_batch(model, images, *, seed: int, labels=None, prompts=None):
     """Algorithm 1's fixed inputs: x0 (the encoded batch), its conditions, and the one noise tensor eps (line 3)."""
     x0 = model.encode(images).to(model.device)
-    conditions, _ = model.conditions(len(x0), labels=labels, prompts=prompts, seed=seed)
+    with torch.no_grad():  # inputs of every timestep's loss, not part of what is differentiated (a class embedder's)
+        conditions, _ = model.conditions(len(x0), labels=labels, prompts=prompts, seed=seed)
     return x0, conditions, fixed_noise(x0, seed)
 
 

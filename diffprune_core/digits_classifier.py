@@ -153,13 +153,22 @@ def load_classifier(folder=CLASSIFIER_DIR) -> DigitsClassifier:
 
 
 @torch.no_grad()
-def classify_samples(samples: torch.Tensor, classifier: DigitsClassifier | None = None) -> dict:
-    """Confident-prediction rate (top softmax >= 0.9) and the histogram of predicted digits of samples in [-1, 1]."""
+def classify_samples(samples: torch.Tensor, classifier: DigitsClassifier | None = None, *, labels=None) -> dict:
+    """What the classifier reads in samples in [-1, 1]: the confident-prediction rate (top softmax >= 0.9),
+    the histogram of predicted digits, the Inception Score's analogue with this classifier,
+    exp(E_x KL(p(y|x) || p(y))) (Salimans et al. 2016; at most 10), and, given the requested ``labels``,
+    the class accuracy (how often the prediction is the requested digit)."""
     classifier = classifier or load_classifier()
-    probabilities = classifier(to_classifier_input(samples.cpu())).softmax(dim=1)
+    probabilities = classifier(to_classifier_input(samples.cpu())).softmax(dim=1).double()
     top, predicted = probabilities.max(dim=1)
-    return {"confident_rate": (top >= CONFIDENCE).float().mean().item(),
-            "class_histogram": torch.bincount(predicted, minlength=10).tolist(), "n": len(samples)}
+    marginal = probabilities.mean(dim=0, keepdim=True)
+    kl = (probabilities * (probabilities.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(dim=1)
+    judged = {"confident_rate": (top >= CONFIDENCE).float().mean().item(),
+              "class_histogram": torch.bincount(predicted, minlength=10).tolist(), "n": len(samples),
+              "inception_score": kl.mean().exp().item()}
+    if labels is not None:
+        judged["class_accuracy"] = (predicted == torch.as_tensor(labels)).float().mean().item()
+    return judged
 
 
 def main(argv=None) -> None:

@@ -48,6 +48,9 @@ def our_rows(metrics: pd.DataFrame, dense: pd.Series | None = None) -> pd.DataFr
         "FID (digits features)": metrics["fid"], "SSIM": metrics["ssim"],
         "train steps": metrics["train_steps"], "timesteps used": metrics["timesteps_used"],
     })
+    for column, name in (("inception_score", "IS (digits classifier)"), ("class_accuracy", "class accuracy")):
+        if column in metrics:  # a class-conditional model's (experiments.measure)
+            table.insert(table.columns.get_loc("SSIM") + 1, name, metrics[column])
     if dense is not None:
         table.insert(5, "params kept", metrics["params"] / dense["params"])
         table.insert(6, "MACs kept", metrics["macs"] / dense["macs"])
@@ -61,7 +64,7 @@ def paper_rows_table(rows: pd.DataFrame, dense: pd.Series | None = None) -> pd.D
         "row": [row_label(m, t) for m, t in zip(rows["method"], threshold)],
         "method": rows["method"], "threshold": threshold,
         "params (M)": rows["params_M"], "MACs (G)": rows["macs_G"],
-        "FID (Inception-v3)": rows["fid"], "SSIM": rows["ssim"],
+        "FID (Inception-v3)": rows["fid"], "SSIM": rows["ssim"], "IS (Inception-v3)": rows["is"],
         "train steps": rows["train_steps"], "timesteps used": rows["timesteps_used"],
     })
     if dense is not None:
@@ -167,6 +170,75 @@ def pruned_size(model, ratio: float) -> dict:
             "macs_removed": 1 - after["macs"] / before["macs"],
             "widths": [block.resnets[0].conv1.out_channels for block in pruned.down_blocks],
             "dense_widths": [block.resnets[0].conv1.out_channels for block in model.down_blocks]}
+
+
+def equal_macs_table(result, ratio: float) -> pd.DataFrame:
+    """Chapter 9's runs (:class:`experiments.EqualMacs`) as one row per model and budget."""
+    dense = result.dense
+
+    def row(label: str, metrics: dict) -> dict:
+        return {"model": label, "fine-tune steps": metrics["train_steps"], "params": metrics["params"],
+                "MACs (M)": metrics["macs"] / 1e6, "MACs removed": 1 - metrics["macs"] / dense["macs"],
+                "operators modified": metrics.get("operators_modified", 0),
+                "s / image (CPU)": metrics["seconds_per_image"], "FID (digits features)": metrics["fid"],
+                "SSIM to teacher": metrics["ssim"], "confident digits": metrics.get("confident_rate"),
+                "class accuracy": metrics.get("class_accuracy")}
+
+    rows = [row("Teacher", dense)]
+    for steps in result.dp:
+        rows += [row(f"Diff-Pruning (p = {ratio:g})", result.dp[steps]), row("LD-Pruner", result.ld[steps])]
+    rows.append(row("LD-Pruner architecture, from scratch", result.scratch))
+    return pd.DataFrame(rows).dropna(axis="columns", how="all")
+
+
+EQUAL_MACS_FORMATS = {"params": "{:,}", "MACs (M)": "{:.2f}", "MACs removed": "{:.1%}", "s / image (CPU)": "{:.4f}",
+                      "FID (digits features)": "{:.2f}", "SSIM to teacher": "{:.3f}", "confident digits": "{:.1%}",
+                      "class accuracy": "{:.1%}"}
+
+
+def plot_operator_ranking(ax, ranking: pd.DataFrame, title: str) -> None:
+    """LD-Pruner's scores, lowest (pruned first) on top, coloured by U-Net path; hatched: the modifications applied."""
+    colours = {"down": "tab:blue", "mid": "tab:orange", "up": "tab:green"}
+    ax.barh(range(len(ranking)), ranking["score"], color=ranking["operator"].str.split("_").str[0].map(colours),
+            hatch=["//" if a else "" for a in ranking["applied"]], edgecolor="black", linewidth=0.4)
+    ax.set_yticks(range(len(ranking)), [f"{o} ({m})" for o, m in zip(ranking["operator"], ranking["modification"])],
+                  fontsize=7)
+    ax.set_ylim(len(ranking) - 0.5, -0.5)
+    ax.set(xlabel="LD-Pruner score (lower = pruned first)", title=title)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=f"{p} path") for p, c in colours.items()]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="//", label="applied"))
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
+
+
+def plot_equal_macs(result, ratio: float, columns: list):
+    """FID, SSIM (or another metric column of the runs) against the fine-tuning budget, both methods at equal MACs."""
+    budgets = list(result.dp)
+    labels = {"fid": "FID (digits features)", "ssim": "SSIM to teacher", "class_accuracy": "class accuracy"}
+    figure, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        for label, series, colour in [(f"Diff-Pruning (p = {ratio:g})", result.dp, "tab:blue"),
+                                      ("LD-Pruner", result.ld, "tab:red")]:
+            ax.plot(budgets, [series[s][column] for s in budgets], "o-", color=colour, label=label)
+        ax.plot([budgets[-1]], [result.scratch[column]], "s", color="tab:gray", label="LD-Pruner shape, from scratch")
+        ax.axhline(result.dense[column], color="black", ls=":", lw=1, label="teacher")
+        ax.set(xlabel="fine-tuning steps", ylabel=labels[column])
+    axes[0, 0].legend(fontsize=8)
+    first = result.ld[budgets[0]]
+    figure.suptitle(f"Equal MACs: {result.macs_reduction:.1%} of the teacher's removed (LD-Pruner: "
+                    f"{1 - first['macs'] / result.dense['macs']:.1%})", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def plot_latency_vs_macs(ax, latency: pd.DataFrame, title: str) -> None:
+    """Latency reduction against MACs removed (:func:`experiments.latency_versus_macs`), with the diagonal."""
+    for (method, group), colour in zip(latency.groupby("method"), ["tab:blue", "tab:red"]):
+        ax.plot(100 * group["MACs removed"], 100 * group["latency reduction"], "o-", color=colour, label=method)
+    ax.plot([0, 100], [0, 100], color="black", ls=":", lw=1, label="latency in proportion to MACs")
+    top = 100 * latency[["MACs removed", "latency reduction"]].max().max() + 5
+    ax.set(xlim=(0, top), ylim=(min(0, 100 * latency["latency reduction"].min() - 5), top),
+           xlabel="MACs removed (%)", ylabel="sampling latency reduction (%)", title=title)
+    ax.legend(fontsize=8)
 
 
 def plot_sample_rows(samples: dict, captions: dict, *, n: int = 8):

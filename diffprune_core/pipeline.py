@@ -11,7 +11,9 @@ pixel models. A bare U-Net stands for the pixel-space model with the paper's noi
 - ``decode(samples)``: images in [-1, 1], D(z / scaling_factor) for a latent model.
 - ``conditions(n, labels=, prompts=, seed=)``: the U-Net's keyword inputs for n samples, and a
   sentence that says what they are (it goes into every report.json):
-  class labels (given, or drawn from the seed), prompts encoded by the CLIP text encoder (the empty
+  class labels (given, or drawn from the seed) for the U-Net's class embedding or, in a
+  ``ClassLDMPipeline``, through the :class:`ClassEmbedder` component as the cross-attention input
+  (the CompVis class-conditional LDM), prompts encoded by the CLIP text encoder (the empty
   prompt when none is given), or, for a U-Net that has no component to make them, null inputs:
   zero encoder states (a bare UNet2DConditionModel), zero class vectors (class_embed_type
   identity / projection), zero SDXL text_time inputs.
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .errors import InputError
@@ -34,6 +38,7 @@ PIPELINE_COMPONENTS = {
     "DDIMPipeline": ("unet", "scheduler"),
     "LDMPipeline": ("vqvae", "unet", "scheduler"),
     "StableDiffusionPipeline": ("vae", "text_encoder", "tokenizer", "unet", "scheduler"),
+    "ClassLDMPipeline": ("vae", "class_embedder", "unet", "scheduler"),  # diffprune's; the CompVis class LDM
 }
 AUTOENCODER_COMPONENTS = ("vqvae", "vae")
 ENCODE_BATCH = 64  # images per autoencoder call
@@ -50,6 +55,19 @@ def noise_scheduler(config: dict | None = None) -> DDPMScheduler:
     keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "clip_sample",
             "set_alpha_to_one", "steps_offset")
     return DDPMScheduler.from_config({key: config[key] for key in keys if key in config})
+
+
+class ClassEmbedder(ModelMixin, ConfigMixin):
+    """CompVis's ClassEmbedder (ldm/modules/encoders): one learned vector per class, given to the U-Net as a
+    single cross-attention token (B x 1 x embedding_dim). It trains with the U-Net, as CompVis's does."""
+
+    @register_to_config
+    def __init__(self, num_classes: int, embedding_dim: int):
+        super().__init__()
+        self.embedding = nn.Embedding(num_classes, embedding_dim)
+
+    def forward(self, class_labels: torch.Tensor) -> torch.Tensor:
+        return self.embedding(class_labels)[:, None, :]
 
 
 def class_input(unet) -> tuple[str | None, int | None]:
@@ -82,6 +100,7 @@ class DiffusionModel:
     autoencoder: nn.Module | None = None
     text_encoder: nn.Module | None = None
     tokenizer: object = None
+    class_embedder: ClassEmbedder | None = None  # ClassLDMPipeline: class labels -> the cross-attention token
     pipeline: str | None = None  # the pipeline class of model_index.json; None for a bare U-Net
     scheduler_config: dict | None = None  # the pipeline's scheduler config as it was, written back on saving
 
@@ -105,17 +124,25 @@ class DiffusionModel:
         return next(self.unet.parameters()).device
 
     def to(self, device):
-        for module in (self.unet, self.autoencoder, self.text_encoder):
+        for module in (self.unet, self.autoencoder, self.text_encoder, self.class_embedder):
             if module is not None:
                 module.to(device)
         return self
 
     def components(self) -> dict:
-        """The networks by their pipeline folder name (the U-Net, autoencoder and text encoder that are present)."""
+        """The networks by their pipeline folder name (those of the U-Net, autoencoder, text encoder and class
+        embedder that are present)."""
         autoencoder = "vqvae" if self.pipeline == "LDMPipeline" else "vae"
         return {name: module for name, module in
-                (("unet", self.unet), (autoencoder, self.autoencoder), ("text_encoder", self.text_encoder))
-                if module is not None}
+                (("unet", self.unet), (autoencoder, self.autoencoder), ("text_encoder", self.text_encoder),
+                 ("class_embedder", self.class_embedder)) if module is not None}
+
+    def class_labels(self) -> tuple[str | None, int | None]:
+        """How this model takes class labels: ``class_input`` of its U-Net, or ('labels', number of classes)
+        through its class embedder."""
+        if self.class_embedder is not None:
+            return "labels", self.class_embedder.config.num_classes
+        return class_input(self.unet)
 
     def check_images(self, images: torch.Tensor) -> None:
         expected = self.image_shape
@@ -165,7 +192,7 @@ class DiffusionModel:
                              "is not supported; diffprune conditions on class labels, text and SDXL's text_time")
         if cfg.get("encoder_hid_dim_type") not in (None, "text_proj"):
             raise InputError(f"encoder_hid_dim_type {cfg.encoder_hid_dim_type!r} (image embeddings) is not supported")
-        kind, size = class_input(self.unet)
+        kind, size = self.class_labels()
         if labels is not None and kind not in ("labels", "scalar"):
             raise InputError("class labels given, but this U-Net takes "
                              + ("no class labels" if kind is None else f"class vectors of size {size}"))
@@ -188,7 +215,11 @@ class DiffusionModel:
         elif kind == "vector":
             kwargs["class_labels"] = torch.zeros(n, size)
             said.append("null (zero) class vectors")
-        if isinstance(self.unet, UNet2DConditionModel):
+        if self.class_embedder is not None:  # the labels go in through cross-attention, not the U-Net's class input
+            labels = kwargs.pop("class_labels")
+            kwargs["encoder_hidden_states"] = self.class_embedder(labels.to(self.class_embedder.device))
+            said[-1] += " (through the class embedder's cross-attention token)"
+        elif isinstance(self.unet, UNet2DConditionModel):
             if self.text_encoder is not None:
                 kwargs["encoder_hidden_states"] = self.encode_prompts(prompts if prompts is not None else [""] * n)
                 said.append("the given prompts" if prompts is not None else "the empty prompt")
@@ -205,7 +236,7 @@ class DiffusionModel:
         """(labels, prompts) of ``examples`` (data.Examples) that this model takes: labels for a model with a
         class-label embedding, captions for a text model. The data's labels or captions are ignored by a
         model that takes neither; captions for a class model and labels for a text model are errors."""
-        kind, _ = class_input(self.unet)
+        kind, _ = self.class_labels()
         takes_labels = kind in ("labels", "scalar")
         if examples.captions is not None and self.text_encoder is None and takes_labels:
             raise InputError("the data has captions, but this model is conditioned on class labels (give images in "

@@ -69,12 +69,11 @@ def recipe_command(out_dir, steps: int, seed: int) -> str:
     return f"python -m diffprune_core.teacher --out {out_dir} --steps {steps} --seed {seed}"
 
 
-def sample_quality(samples: torch.Tensor, images: torch.Tensor) -> dict:
-    """Do the samples read as digits? The classifier's confident-prediction rate and FID (digits features)."""
-    judged = classify_samples(samples)
+def sample_quality(samples: torch.Tensor, images: torch.Tensor, *, labels=None) -> dict:
+    """Do the samples read as digits? FID (digits features) and what the classifier reads in them
+    (``classify_samples``: confident rate, Inception Score analogue, class accuracy given ``labels``)."""
     distance = fid(samples, images, reference_name="digits")
-    return {"n": len(samples), "confident_rate": judged["confident_rate"], "class_histogram": judged["class_histogram"],
-            "fid": distance["value"], "fid_label": distance["label"]}
+    return {**classify_samples(samples, labels=labels), "fid": distance["value"], "fid_label": distance["label"]}
 
 
 def plot_loss(losses: pd.DataFrame, path: Path) -> None:

@@ -21,7 +21,9 @@ pipeline folder for a model that came as one).
 
 The model is a :class:`pipeline.DiffusionModel` (or a bare U-Net). A latent model trains its U-Net on
 the images encoded once, up front, by its frozen autoencoder; a class-conditional one on the data's
-labels, a text one on the data's captions (the empty prompt where the data has none). Only the U-Net trains.
+labels, a text one on the data's captions (the empty prompt where the data has none). The U-Net trains,
+and with it a ClassLDMPipeline's class embedder (CompVis trains its ClassEmbedder with the U-Net); the
+autoencoder and the text encoder stay frozen.
 """
 import csv
 import json
@@ -43,7 +45,7 @@ from tqdm.auto import tqdm
 from .checkpoints import save_model
 from .errors import InputError
 from .fileio import atomic_dir, check_output_dir, write_json
-from .pipeline import as_diffusion_model, class_input, rows_of, to_device
+from .pipeline import as_diffusion_model, rows_of, to_device
 
 CHECKPOINT_PREFIX = "step-"
 # Independent seed streams: the t and eps of a step, a process's dropout at a step, an epoch's image order.
@@ -124,10 +126,20 @@ def checkpoint_dirs(out_dir) -> list:
     return sorted(found, key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)))
 
 
-def save_checkpoint(path: Path, model, ema, optimizer, *, step: int, wall_time_s: float, config: TrainConfig):
+def trained_modules(pipe) -> dict:
+    """What trains, by checkpoint prefix: the U-Net ("model") and a class embedder if the model has one."""
+    return {"model": pipe.unet} | ({"class_embedder": pipe.class_embedder} if pipe.class_embedder is not None else {})
+
+
+def named_parameters(modules: dict) -> list:
+    return [(f"{prefix}.{name}", p) for prefix, module in modules.items() for name, p in module.named_parameters()]
+
+
+def save_checkpoint(path: Path, modules: dict, ema, optimizer, *, step: int, wall_time_s: float, config: TrainConfig):
     """Model, EMA and Adam tensors into one safetensors file; step, time and config into JSON."""
-    tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
-    tensors |= {f"ema.{name}": shadow for (name, _), shadow in zip(model.named_parameters(), ema.shadow_params)}
+    tensors = {f"{prefix}.{name}": value for prefix, module in modules.items()
+               for name, value in module.state_dict().items()}
+    tensors |= {f"ema.{name}": shadow for (name, _), shadow in zip(named_parameters(modules), ema.shadow_params)}
     for index, state in optimizer.state_dict()["state"].items():
         tensors |= {f"optimizer.{index}.{name}": value for name, value in state.items()}
     with atomic_dir(path) as tmp:
@@ -137,14 +149,15 @@ def save_checkpoint(path: Path, model, ema, optimizer, *, step: int, wall_time_s
                                         "wall_time_s": wall_time_s, "config": asdict(config)})
 
 
-def load_checkpoint(path: Path, model, ema, optimizer, config: TrainConfig) -> dict:
+def load_checkpoint(path: Path, modules: dict, ema, optimizer, config: TrainConfig) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``path``; returns its JSON state."""
     try:
         state = json.loads((path / "state.json").read_text())
         tensors = load_file(path / "state.safetensors", device="cpu")
-        model.load_state_dict({key.removeprefix("model."): value for key, value in tensors.items()
-                               if key.startswith("model.")})
-        for (name, _), shadow in zip(model.named_parameters(), ema.shadow_params):
+        for prefix, module in modules.items():
+            module.load_state_dict({key.removeprefix(f"{prefix}."): value for key, value in tensors.items()
+                                    if key.startswith(f"{prefix}.")})
+        for (name, _), shadow in zip(named_parameters(modules), ema.shadow_params):
             shadow.copy_(tensors[f"ema.{name}"])
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise InputError(f"cannot resume from checkpoint {path}: {error}") from None
@@ -192,7 +205,7 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
     if not checkpoints:
         check_output_dir(out_dir)
     pipe.check_images(images)
-    if class_input(pipe.unet)[0] == "labels" and labels is None:
+    if pipe.class_labels()[0] == "labels" and labels is None:
         raise InputError("a class-conditional model trains on labelled images: digits, cifar10, or a folder with "
                          "one sub-folder per class")
     accelerator = Accelerator()
@@ -201,11 +214,12 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
     pipe.to(accelerator.device)
     latents = pipe.encode(images)  # once, up front: the autoencoder is frozen
     scheduler = pipe.schedule
-    optimizer = torch.optim.Adam(pipe.unet.parameters(), lr=config.lr)
+    modules = trained_modules(pipe)
+    parameters = [p for _, p in named_parameters(modules)]
+    optimizer = torch.optim.Adam(parameters, lr=config.lr)
     model, optimizer = accelerator.prepare(pipe.unet, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    ema = EMAModel(unwrapped.parameters(), decay=config.ema_decay)
-    state = load_checkpoint(checkpoints[-1], unwrapped, ema, optimizer, config) if checkpoints else {}
+    ema = EMAModel(parameters, decay=config.ema_decay)
+    state = load_checkpoint(checkpoints[-1], modules, ema, optimizer, config) if checkpoints else {}
     start, wall_time_before = state.get("step", 0), state.get("wall_time_s", 0.0)
     loss_log = out_dir / "loss.csv"
     if accelerator.is_main_process:
@@ -228,9 +242,12 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
         loss = ddpm_loss(model, x0, timesteps, noise, scheduler, conditions)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if pipe.class_embedder is not None and accelerator.num_processes > 1:  # used outside the DDP wrapper
+            for p in pipe.class_embedder.parameters():
+                p.grad = accelerator.reduce(p.grad, "mean")
+        accelerator.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
-        ema.step(unwrapped.parameters())
+        ema.step(parameters)
         pending.append(loss.detach())
         done = step + 1
         checkpoint_due = done % config.checkpoint_every == 0 or done == config.steps
@@ -241,14 +258,15 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
             if accelerator.is_main_process:
                 append_losses(loss_log, done - len(losses) + 1, losses)
         if checkpoint_due and accelerator.is_main_process:
-            save_checkpoint(out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{done:06d}", unwrapped, ema, optimizer,
+            save_checkpoint(out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{done:06d}", modules, ema, optimizer,
                             step=done, wall_time_s=wall_time_before + time.perf_counter() - started, config=config)
     bar.close()
     session_s = time.perf_counter() - started
     accelerator.wait_for_everyone()
 
-    ema.copy_to(unwrapped.parameters())
-    unwrapped.eval()
+    ema.copy_to(parameters)
+    for module in modules.values():
+        module.eval()
     losses = pd.read_csv(loss_log)["loss"]  # written by the main process before the barrier
     wall_time_s = wall_time_before + session_s  # the sessions' time for the steps kept, not for redone ones
     report = {"steps": config.steps, "resumed_from_step": start, "processes": accelerator.num_processes,

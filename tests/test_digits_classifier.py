@@ -30,6 +30,17 @@ def test_classify_samples_reports_confidence_and_classes():
     assert report["confident_rate"] > 0.9 and min(report["class_histogram"]) > 25
     blank = classify_samples(-torch.ones(8, 1, 16, 16))
     assert max(blank["class_histogram"]) == 8, "eight identical images get one class"
+    assert blank["inception_score"] == pytest.approx(1.0), "identical images: p(y|x) = p(y), KL 0, IS 1"
+    assert 8 < report["inception_score"] <= 10, "real digits: confident and spread over the 10 classes"
+
+
+def test_class_accuracy_counts_the_requested_digits():
+    _, test = digits_split()
+    real = load_images("digits", image_size=16, channels=1)[test]
+    labels = torch.from_numpy(load_digits().target[test])
+    assert classify_samples(real, labels=labels)["class_accuracy"] > 0.98
+    assert classify_samples(real, labels=(labels + 1) % 10)["class_accuracy"] < 0.02
+    assert "class_accuracy" not in classify_samples(real)
 
 
 def test_classifier_input_is_gray_16x16_from_any_size_and_channels():

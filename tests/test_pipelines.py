@@ -1,5 +1,6 @@
-"""Any diffusers pipeline through every command: tiny local DDPM, LDM (VQModel) and Stable Diffusion layouts
-(AutoencoderKL, a CLIP text encoder and tokenizer made here), class-conditional and bare conditional U-Nets.
+"""Any diffusers pipeline through every command: tiny local DDPM, LDM (VQModel), class-conditional LDM
+(diffprune's ClassLDMPipeline) and Stable Diffusion layouts (AutoencoderKL, a CLIP text encoder and tokenizer
+made here), class-conditional and bare conditional U-Nets.
 
 prune -> finetune -> sample -> evaluate through the CLI on each; the written pipeline folders load in diffusers;
 bad input (wrong channels, captions for a class model, labels for a text model, an empty prompt file, a missing
@@ -17,9 +18,9 @@ from diffprune_core.checkpoints import load_model, load_unet
 from diffprune_core.cli import main
 from diffprune_core.criteria import accumulate_gradients
 from diffprune_core.data import load_examples
-from diffprune_core.pipeline import DiffusionModel
-from diffprune_core.pruner import prune
+from diffprune_core.errors import InputError
 from diffprune_core.sampling import ddim_sample
+from diffprune_core.training import TrainConfig, train
 from tiny_pipelines import LAYOUTS, tiny_pipeline, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,7 +37,7 @@ def report(folder) -> dict:
 @pytest.fixture
 def layouts(tmp_path):
     """Every tiny pipeline layout with the data it trains on."""
-    data = {"ddpm": "digits", "ddim": "digits", "ldm": write_images(tmp_path / "rgb", 8),
+    data = {"ddpm": "digits", "ddim": "digits", "ldm": write_images(tmp_path / "rgb", 8), "class-ldm": "digits",
             "sd": write_images(tmp_path / "captioned", 8, captions=True)}
     return {layout: (tiny_pipeline(layout, tmp_path / layout), data[layout]) for layout in LAYOUTS}
 
@@ -52,7 +53,8 @@ def test_prune_finetune_sample_evaluate_round_trip(layout, layouts, tmp_path):
     assert pruned["params_after"] < pruned["params_before"]
     assert pruned["pipeline_params_before"] - pruned["pipeline_params_after"] == (pruned["params_before"]
                                                                                    - pruned["params_after"])
-    assert pruned["conditioning"] == ("the given prompts" if layout == "sd" else "none (unconditional)")
+    assert pruned["conditioning"] == {"sd": "the given prompts", "class-ldm": "the given class labels (through the class "
+                                      "embedder's cross-attention token)"}.get(layout, "none (unconditional)")
     assert (tmp_path / "pruned" / "model_index.json").is_file() and (tmp_path / "pruned" / "unet" / "widths.json").is_file()
     assert not list((tmp_path / "pruned").rglob("*.bin")), "safetensors and JSON only"
 
@@ -60,7 +62,7 @@ def test_prune_finetune_sample_evaluate_round_trip(layout, layouts, tmp_path):
                "--out", tmp_path / "ft") == 0
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red square\n\na blue ring\n")
-    conditioning = ("--prompts", prompts) if layout == "sd" else ()
+    conditioning = {"sd": ("--prompts", prompts), "class-ldm": ("--class-labels", "3,1,4")}.get(layout, ())
     assert run("sample", "--model", tmp_path / "ft" / "model", "--n", 3, "--seed", 1, "--steps", 2,
                *conditioning, "--out", tmp_path / "samples") == 0
     sampled = report(tmp_path / "samples")
@@ -196,31 +198,47 @@ def test_bad_input_is_one_line_and_writes_nothing(layouts, class_unet_dir, tmp_p
     assert not out.exists() and not list(tmp_path.glob(".never*"))
 
 
-class ClassEmbeddingModel(DiffusionModel):
-    """CompVis' class-conditional LDM in miniature: a learned class embedding read through cross-attention."""
-
-    def __init__(self, unet, embedding):
-        super().__init__(unet=unet)
-        self.embedding = embedding
-
-    def conditions(self, n, *, labels=None, prompts=None, seed=0):
-        if labels is None:
-            labels = torch.randint(self.embedding.num_embeddings, (n,), generator=torch.Generator().manual_seed(seed))
-        with torch.no_grad():
-            return {"encoder_hidden_states": self.embedding(torch.as_tensor(labels)).unsqueeze(1)}, "class embeddings"
-
-
-def test_a_subclass_supplies_class_embeddings_through_cross_attention(tiny_cond_unet):
-    """The scaling-up guide's recipe for Table 3's LDM: override ``conditions``; prune and sample use it."""
-    torch.manual_seed(0)
-    model = ClassEmbeddingModel(tiny_cond_unet, torch.nn.Embedding(10, 24))
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    losses = [accumulate_gradients(model, images, stride=500, labels=labels, progress=False).losses[500]
+def test_class_ldm_reads_the_class_through_its_embedder_and_trains_it(layouts, tmp_path):
+    """ClassLDMPipeline (CompVis's class LDM): labels -> ClassEmbedder -> the U-Net's one cross-attention token;
+    Algorithm 1, sampling and training all go through it, and fine-tuning trains the embedder with the U-Net."""
+    model = load_model(str(layouts["class-ldm"][0]))
+    assert model.pipeline == "ClassLDMPipeline" and model.class_labels() == ("labels", 10)
+    conditions, said = model.conditions(3, labels=[3, 1, 4])
+    assert said == "the given class labels (through the class embedder's cross-attention token)"
+    expected = model.class_embedder.embedding.weight[[3, 1, 4]][:, None]
+    assert torch.equal(conditions["encoder_hidden_states"], expected) and "class_labels" not in conditions
+    examples = load_examples("digits", image_size=16, channels=1, limit=4)
+    assert torch.equal(model.data_conditions(examples)[0], examples.labels)
+    losses = [accumulate_gradients(model, examples.images, stride=500, labels=labels, progress=False).losses[500]
               for labels in ([0, 1, 2, 3], [4, 5, 6, 7])]
-    assert losses[0] != losses[1], "the labels reach the U-Net through the class embeddings"
-    report = prune(model, "diff-pruning", ratio=0.3, images=images, labels=[0, 1, 2, 3], stride=500, progress=False)
-    assert report["timesteps_used"] == [0, 500]
-    assert ddim_sample(model, n=2, seed=0, steps=2, labels=[1, 2], progress=False).shape == (2, 3, 16, 16)
+    assert losses[0] != losses[1], "the labels reach the U-Net"
+    assert model.class_embedder.embedding.weight.grad is None, "Algorithm 1 differentiates the U-Net only"
+    first = ddim_sample(model, n=2, seed=0, steps=2, labels=[1, 2], progress=False)
+    assert first.shape == (2, 1, 16, 16)
+    assert not torch.equal(first, ddim_sample(model, n=2, seed=0, steps=2, labels=[5, 6], progress=False))
+    before = model.class_embedder.embedding.weight.detach().clone()
+    train(model, examples.images, TrainConfig.cpu(steps=2, batch_size=4), tmp_path / "train", progress=False,
+          labels=examples.labels)
+    assert not torch.equal(model.class_embedder.embedding.weight, before), "the class embedder trains with the U-Net"
+    reloaded = load_model(str(tmp_path / "train" / "model"))
+    assert torch.equal(reloaded.class_embedder.embedding.weight, model.class_embedder.embedding.weight)
+    with pytest.raises(InputError, match=r"need 2 class labels in \[0, 9\]"):
+        model.conditions(2, labels=[1, 10])
+
+
+def test_class_ldm_training_resumes_to_the_same_embedder(layouts, tmp_path):
+    examples = load_examples("digits", image_size=16, channels=1, limit=8)
+    config = TrainConfig.cpu(steps=4, batch_size=4, checkpoint_every=2)
+    straight = load_model(str(layouts["class-ldm"][0]))
+    train(straight, examples.images, config, tmp_path / "straight", progress=False, labels=examples.labels)
+    resumed = load_model(str(layouts["class-ldm"][0]))
+    train(resumed, examples.images, TrainConfig.cpu(steps=2, batch_size=4, checkpoint_every=2), tmp_path / "resumed",
+          progress=False, labels=examples.labels)
+    resumed = load_model(str(layouts["class-ldm"][0]))
+    train(resumed, examples.images, config, tmp_path / "resumed", progress=False, labels=examples.labels)
+    for a, b in ((straight.unet, resumed.unet), (straight.class_embedder, resumed.class_embedder)):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(p, q), name
 
 
 def test_a_hub_id_fetches_configs_and_safetensors_only(layouts, monkeypatch, capsys, tmp_path):

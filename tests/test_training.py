@@ -83,7 +83,7 @@ def test_outputs_checkpoints_and_ema_result(tmp_path):
     tensors = load_file(run / "checkpoints/step-000006/state.safetensors")
     assert any(key.startswith("optimizer.") and key.endswith(".exp_avg_sq") for key in tensors)
 
-    ema = {key.removeprefix("ema."): value for key, value in tensors.items() if key.startswith("ema.")}
+    ema = {key.removeprefix("ema.model."): value for key, value in tensors.items() if key.startswith("ema.")}
     raw = {key.removeprefix("model."): value for key, value in tensors.items() if key.startswith("model.")}
     result = dict(model.named_parameters())
     assert ema.keys() == result.keys()

@@ -4,6 +4,9 @@
 - ``ddim``: DDIMPipeline (the same U-Net with a DDIMScheduler);
 - ``ldm``: LDMPipeline (a VQModel with 3-channel 16x16 images and 3x8x8 latents, a UNet2DModel on them, and
   DDIMScheduler), the layout of CompVis/ldm-celebahq-256;
+- ``class-ldm``: diffprune's ClassLDMPipeline (an AutoencoderKL with 1-channel 16x16 images and 3x8x8 latents,
+  a pipeline.ClassEmbedder of 10 classes read through cross-attention by a UNet2DConditionModel, DDPMScheduler),
+  the layout of data/latent_teacher and of CompVis's class-conditional LDM;
 - ``sd``: StableDiffusionPipeline (AutoencoderKL with 4x8x8 latents, a CLIP text encoder and tokenizer made
   here from a letters-only vocabulary, a UNet2DConditionModel, PNDMScheduler), the layout of
   CompVis/stable-diffusion-v1-4.
@@ -23,7 +26,10 @@ from diffusers import (AutoencoderKL, DDIMPipeline, DDIMScheduler, DDPMPipeline,
 from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-LAYOUTS = ("ddpm", "ddim", "ldm", "sd")
+from diffprune_core.checkpoints import save_model
+from diffprune_core.pipeline import ClassEmbedder, DiffusionModel, noise_scheduler
+
+LAYOUTS = ("ddpm", "ddim", "ldm", "class-ldm", "sd")
 CAPTIONS = ["a red square", "a blue ring", "green stripes", "a dark field"]
 SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 
@@ -68,6 +74,20 @@ def tiny_pipeline(layout: str, folder):
                         norm_num_groups=4, num_vq_embeddings=32, vq_embed_dim=3)
         pipe = LDMPipeline(vqvae=vqvae, unet=tiny_unet(3, 8),
                            scheduler=DDIMScheduler(**SCHEDULE, clip_sample=False))
+    elif layout == "class-ldm":
+        vae = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=3, block_out_channels=(8, 16),
+                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                            norm_num_groups=4, sample_size=16)
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                                    layers_per_block=1, norm_num_groups=4, cross_attention_dim=8, attention_head_dim=2,
+                                    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")).eval()
+        scheduler = {"_class_name": "DDPMScheduler", **SCHEDULE, "clip_sample": False}
+        save_model(DiffusionModel(unet=unet, autoencoder=vae.eval(), class_embedder=ClassEmbedder(10, 8).eval(),
+                                  schedule=noise_scheduler(scheduler), pipeline="ClassLDMPipeline",
+                                  scheduler_config=scheduler), folder)
+        return folder
     elif layout == "sd":
         tokenizer = tiny_tokenizer(folder.parent / f".{folder.name}-vocab")
         vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
