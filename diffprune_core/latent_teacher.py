@@ -17,7 +17,7 @@ the CIFAR-10 DDPM:
 - CompVis's 1000-step "linear" schedule of cin256 (beta from 0.0015 to 0.0195, linear in sqrt(beta):
   diffusers' ``scaled_linear``).
 
-Recipe, two commands (each resumable or rerunnable; ``--seed`` fixes every draw):
+Recipe, two commands (``--seed`` fixes every draw; the second resumes from its checkpoints when run again):
 
     python -m diffprune_core.latent_teacher autoencoder --out data/latent_teacher.training/autoencoder
     python -m diffprune_core.latent_teacher unet --autoencoder data/latent_teacher.training/autoencoder \\
@@ -89,7 +89,11 @@ def unet_recipe(autoencoder_dir, out_dir, steps: int, seed: int) -> str:
 
 
 def unet_config(*, steps: int = UNET_STEPS, seed: int = 0) -> TrainConfig:
-    """The CPU preset of the pixel teacher (batch 64, Adam at a constant 1e-3, EMA 0.999, clipping at 1)."""
+    """The CPU preset of the pixel teacher (batch 64, Adam at a constant 1e-3, EMA 0.999, clipping at 1).
+
+    A pilot on this model chose the learning rate: the mean loss of steps 101-150 was 0.095 at 1e-3 and
+    0.145 at 3e-4.
+    """
     return TrainConfig.cpu(steps=steps, seed=seed)
 
 
