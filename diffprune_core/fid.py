@@ -24,7 +24,6 @@ import re
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch_fidelity
 from safetensors import SafetensorError
@@ -132,29 +131,11 @@ def build_extractor(arguments: dict) -> FeatureExtractorBase:
                                     **arguments["kwargs"])
 
 
-def fid_features(images: torch.Tensor, extractor: FeatureExtractorBase, batch_size: int) -> torch.Tensor:
-    """The FID features (N x d) of images in [-1, 1], by torch-fidelity."""
-    features = get_featuresdict_from_dataset(Uint8Images(images), extractor, batch_size, cuda=torch.cuda.is_available(),
-                                             save_cpu_ram=True, verbose=False)  # no loader workers: images in memory
-    return features[extractor.get_requested_features_list()[0]]
-
-
 def fid_statistics(images: torch.Tensor, extractor: FeatureExtractorBase, batch_size: int) -> dict:
     """{'mu', 'sigma'} (numpy) of the FID features of images in [-1, 1], by torch-fidelity."""
-    return fid_features_to_statistics(fid_features(images, extractor, batch_size))
-
-
-def bootstrap_interval(features: torch.Tensor, reference_statistics: dict, value: float, *, resamples: int,
-                       seed: int) -> list:
-    """The 95% basic-bootstrap interval of FID over the samples: FID of ``resamples`` resamples (with
-    replacement) of the sample features against the fixed reference, [2 v - q_97.5, 2 v - q_2.5]. Resampling
-    repeats samples and so raises FID; the basic interval reflects that shift around the point value ``v``."""
-    generator = np.random.default_rng(seed)
-    n = len(features)
-    values = [fid_statistics_to_metric(fid_features_to_statistics(features[generator.integers(0, n, n)]),
-                                       reference_statistics, verbose=False)[KEY_METRIC_FID] for _ in range(resamples)]
-    low, high = np.percentile(values, [2.5, 97.5])
-    return [2 * value - high, 2 * value - low]
+    features = get_featuresdict_from_dataset(Uint8Images(images), extractor, batch_size, cuda=torch.cuda.is_available(),
+                                             save_cpu_ram=True, verbose=False)  # no loader workers: images in memory
+    return fid_features_to_statistics(features[extractor.get_requested_features_list()[0]])
 
 
 def reference_identity(name: str, images: torch.Tensor, extractor: str, extractor_id: str) -> dict:
@@ -206,12 +187,11 @@ def check_images(images: torch.Tensor, what: str) -> None:
 
 
 def fid(samples: torch.Tensor, reference: torch.Tensor | str, *, extractor: str = "digits", inception_weights=None,
-        cache_dir=CACHE_DIR, reference_name: str | None = None, batch_size: int = 64, bootstrap: int = 0) -> dict:
+        cache_dir=CACHE_DIR, reference_name: str | None = None, batch_size: int = 64) -> dict:
     """FID between ``samples`` and ``reference`` (images in [-1, 1], or a dataset name for :func:`load_images`).
 
     Returns {'label', 'value', 'extractor', 'n_samples', 'n_reference', 'reference'}; 'reference' is
-    the cache name of the reference set. With ``bootstrap`` resamples, also 'interval': the 95% interval
-    over the samples (:func:`bootstrap_interval`, seeded).
+    the cache name of the reference set.
     """
     check_images(samples, "samples")
     arguments = extractor_arguments(extractor, inception_weights)
@@ -222,11 +202,7 @@ def fid(samples: torch.Tensor, reference: torch.Tensor | str, *, extractor: str 
     identity = reference_identity(reference_name or "reference", reference, extractor, arguments["id"])
     feature_extractor = build_extractor(arguments)
     reference_statistics = cached_reference_statistics(reference, identity, feature_extractor, batch_size, cache_dir)
-    features = fid_features(samples, feature_extractor, batch_size)
-    value = fid_statistics_to_metric(fid_features_to_statistics(features), reference_statistics,
-                                     verbose=False)[KEY_METRIC_FID]
-    result = {"label": EXTRACTORS[extractor], "value": value, "extractor": extractor,
-              "n_samples": len(samples), "n_reference": len(reference), "reference": identity["cache_name"]}
-    if bootstrap:
-        result["interval"] = bootstrap_interval(features, reference_statistics, value, resamples=bootstrap, seed=0)
-    return result
+    sample_statistics = fid_statistics(samples, feature_extractor, batch_size)
+    value = fid_statistics_to_metric(sample_statistics, reference_statistics, verbose=False)[KEY_METRIC_FID]
+    return {"label": EXTRACTORS[extractor], "value": value, "extractor": extractor,
+            "n_samples": len(samples), "n_reference": len(reference), "reference": identity["cache_name"]}

@@ -28,15 +28,6 @@ def test_fid_orders_real_halves_before_noise(digits, tmp_path):
     assert fid(noise, digits[150:], cache_dir=tmp_path)["value"] > 10 * other_half
 
 
-def test_bootstrap_interval_brackets_the_value_and_separates_noise(digits, tmp_path):
-    real = fid(digits[:150], digits[150:], cache_dir=tmp_path, bootstrap=50)
-    assert real["interval"][0] < real["value"] < real["interval"][1]
-    assert fid(digits[:150], digits[150:], cache_dir=tmp_path, bootstrap=50)["interval"] == real["interval"], "seeded"
-    noise = torch.rand(150, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    assert fid(noise, digits[150:], cache_dir=tmp_path, bootstrap=50)["interval"][0] > real["interval"][1]
-    assert "interval" not in fid(digits[:150], digits[150:], cache_dir=tmp_path)
-
-
 def test_reference_statistics_are_cached_by_name_size_count_and_content(digits, tmp_path):
     first = fid(digits[:100], digits[100:], cache_dir=tmp_path, reference_name="digits:part")
     assert first["reference"].startswith("digits_part-16px-200-")
