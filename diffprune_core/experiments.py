@@ -38,6 +38,7 @@ from .ldpruner import ld_prune, prune_by_scores
 from .intervals import mean_interval, proportion_interval
 from .metrics import mean_ssim, relative_latency, sampling_latency, ssim
 from .pruner import prune, prune_unet
+from .pipeline import as_diffusion_model
 from .sampling import ddim_sample
 from .training import TrainConfig, reinitialise, train
 
@@ -177,16 +178,17 @@ def gradient_sums(model, batch, spec: RunSpec, root=RUNS_DIR, progress: bool = T
     settings = {"data": spec.data, "prune_batch": spec.prune_batch, "seed": spec.seed, "threshold": threshold,
                 "max_timesteps": spec.max_timesteps}
     out = Path(root) / "gradients" / f"T{threshold:g}-{settings_digest(settings, spec.teacher)[:10]}"
+    unet = as_diffusion_model(model).unet
     if not (out / "report.json").is_file():
         report = accumulate_gradients(model, batch, threshold=threshold, max_steps=spec.max_timesteps,
                                       seed=spec.seed, progress=progress, labels=labels)
         with atomic_dir(out) as tmp:
-            save_file({name: p.grad.contiguous() for name, p in model.unet.named_parameters() if p.grad is not None},
+            save_file({name: p.grad.contiguous() for name, p in unet.named_parameters() if p.grad is not None},
                       tmp / "gradients.safetensors")
             write_json(tmp / "report.json", {**asdict(report), "losses": list(report.losses.items())})
         return report
     sums = load_file(out / "gradients.safetensors")
-    for name, parameter in model.unet.named_parameters():
+    for name, parameter in unet.named_parameters():
         parameter.grad = sums.get(name)
     saved = json.loads((out / "report.json").read_text())
     return GradientReport(**{**saved, "losses": {int(t): loss for t, loss in saved["losses"]}})
