@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from . import checkpoints
 from .architectures import example_inputs
 from .complexity import count_macs, count_params, pipeline_complexity, pipeline_params
-from .criteria import CRITERIA, GRADIENT_CRITERIA
+from .criteria import CRITERIA, GRADIENT_CRITERIA, SCORE_FORMS
 from .data import DATASETS, check_dataset, load_examples
 from .digits_classifier import classify_samples
 from .errors import InputError
@@ -32,7 +32,7 @@ from .fileio import atomic_dir, check_output_dir, write_json
 from .ldpruner import enumerate_operators, ld_prune
 from .metrics import mean_ssim, sampling_latency
 from .pruner import CHUNK_COUNTS, check_ratio, prune
-from .sampling import ddim_sample
+from .sampling import SPACINGS, ddim_sample
 from .teacher import save_grid as save_zoomed_grid
 from .training import TrainConfig, checkpoint_dirs, reinitialise, train
 
@@ -122,6 +122,26 @@ def add_conditioning_arguments(p) -> None:
                    help="classifier-free guidance scale of a text-to-image model (default 1: no guidance)")
 
 
+def add_sampler_arguments(p) -> None:
+    p.add_argument("--spacing", choices=SPACINGS, default="uniform",
+                   help="DDIM timesteps: uniform (default: the scheduler's, 0, 10, ..., 990 for 100 steps of a DDPM "
+                        "schedule) or quad (the released Diff-Pruning CIFAR-10 evaluation: int(s^2) for s evenly "
+                        "spaced in [0, sqrt(0.8 T)], T training timesteps)")
+    p.add_argument("--no-clip-sample", action="store_true",
+                   help="do not clip DDIM's predicted x_0 to [-1, 1], as the released evaluation (default: the "
+                        "model's scheduler config, clip_sample)")
+
+
+def sampler_options(args) -> dict:
+    """ddim_sample's spacing and clip_sample of the command line (clip_sample None: the model's scheduler config)."""
+    return {"spacing": args.spacing, "clip_sample": False if args.no_clip_sample else None}
+
+
+def clips_x0(args, model) -> bool:
+    """Whether DDIM clips ``model``'s predicted x_0: not with --no-clip-sample, else as its scheduler config says."""
+    return not args.no_clip_sample and bool(model.schedule.config.clip_sample)
+
+
 def check_conditioning(args) -> tuple:
     """(labels, prompts) of the command line, read and checked before any model is loaded."""
     if args.class_labels is not None and args.prompts is not None:
@@ -170,6 +190,10 @@ def add_prune_parser(commands) -> None:
                    help="instead of --ratio (or --operators): the fraction of MACs to remove, in (0, 1) (Table 4)")
     p.add_argument("--threshold", type=float, default=0.05,
                    help="Diff-Pruning's T in [0, 1): timesteps with L_t/L_max <= T are dropped (default 0.05)")
+    p.add_argument("--score-form", choices=list(SCORE_FORMS), default="equation",
+                   help="channel criteria: equation (default: the paper's Eq. 5-6 and 10, the group L2 norm) or "
+                        "released-code (the scores of VainF/Diff-Pruning's ddpm_exp, behind Tables 1 and 5: "
+                        "squared (w g)^2 on convs and linears, |w g| on GroupNorm scales; taylor = diff-pruning at T 0)")
     p.add_argument("--data", default="digits", help=f"gradient criteria only: {DATA_HELP} (default digits)")
     p.add_argument("--batch-size", type=int, default=64, help="clean images in the one batch of Algorithm 1 (default 64)")
     p.add_argument("--stride", type=int, default=1, help="visit every stride-th timestep (default 1: all)")
@@ -222,9 +246,10 @@ def run_prune(args) -> dict:
     done = prune(model, args.criterion, ratio=ratio, macs_reduction=args.macs_reduction,
                  images=None if examples is None else examples.images, labels=labels, prompts=prompts,
                  threshold=args.threshold, stride=args.stride, round_to=args.round_to, seed=args.seed,
-                 chunk_count=args.chunk_count)
+                 chunk_count=args.chunk_count, score_form=args.score_form)
     report = {
         "command": "prune", "model": args.model, "pipeline": model.pipeline, "criterion": args.criterion,
+        "score_form": args.score_form,
         "ratio": done["ratio"], "macs_reduction_target": args.macs_reduction, "threshold": done["threshold"],
         "round_to": args.round_to, "chunk_count": args.chunk_count,
         "timesteps_used": done["timesteps_used"], "num_timesteps_used": len(done["timesteps_used"]),
@@ -285,8 +310,10 @@ def run_ld_pruner(args) -> dict:
 # ------------------------------------------------------------------------------------------- finetune
 
 def describe_preset(config) -> str:
-    return (f"batch {config.batch_size}, Adam lr {config.lr:g}, EMA {config.ema_decay:g}, clip {config.grad_clip:g}, "
-            f"a checkpoint every {config.checkpoint_every} steps")
+    augmentation = ((f", dropout {config.dropout:g}" if config.dropout is not None else "")
+                    + (", random horizontal flips" if config.horizontal_flip else ""))
+    return (f"batch {config.batch_size}, Adam lr {config.lr:g}, EMA {config.ema_decay:g}, clip {config.grad_clip:g}"
+            f"{augmentation}, a checkpoint every {config.checkpoint_every} steps")
 
 
 def add_finetune_parser(commands) -> None:
@@ -362,7 +389,8 @@ def add_sample_parser(commands) -> None:
         commands, "sample", summary="draw images from a U-Net or pipeline by DDIM",
         description="Draw --n images by DDIM (Song et al.; the paper's sampler: 100 steps, eta 0) from noise\n"
                     "x_T fixed by --seed alone, so two models given the same seed start from the same noise;\n"
-                    "a latent model's samples are decoded. --class-labels or --prompts condition them.\n"
+                    "a latent model's samples are decoded. --class-labels or --prompts condition them;\n"
+                    "--spacing quad --no-clip-sample samples as the released code's CIFAR-10 evaluation.\n"
                     "Writes samples.safetensors (key 'samples': uint8 N x C x H x W, pixel = round((x + 1) * 127.5)),\n"
                     "grid.png and report.json into a new folder. Sampling runs on the GPU when there is one.",
         examples="  python -m diffprune_core sample --model ft/model --n 64 --seed 0 --out samples\n"
@@ -373,6 +401,7 @@ def add_sample_parser(commands) -> None:
     p.add_argument("--steps", type=int, default=100, help="DDIM steps, 1 to 1000 (default 100)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta >= 0 (default 0: deterministic)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass; samples do not depend on it")
+    add_sampler_arguments(p)
     add_conditioning_arguments(p)
     p.add_argument("--out", required=True, help="new folder for samples.safetensors, grid.png and report.json")
     p.set_defaults(run=run_sample)
@@ -393,11 +422,12 @@ def run_sample(args) -> dict:
     labels, prompts = repeated(labels, args.n), repeated(prompts, args.n)
     start = time.perf_counter()
     samples = ddim_sample(model, n=args.n, seed=args.seed, steps=args.steps, eta=args.eta, batch_size=args.batch_size,
-                          labels=labels, prompts=prompts, guidance_scale=args.guidance_scale)
+                          labels=labels, prompts=prompts, guidance_scale=args.guidance_scale, **sampler_options(args))
     seconds = time.perf_counter() - start
     pixels = to_uint8(samples)
     report = {"command": "sample", "model": args.model, "pipeline": model.pipeline, "n": args.n, "seed": args.seed,
-              "steps": args.steps, "eta": args.eta, "batch_size": args.batch_size, "shape": list(pixels.shape),
+              "steps": args.steps, "eta": args.eta, "spacing": args.spacing, "clip_sample": clips_x0(args, model),
+              "batch_size": args.batch_size, "shape": list(pixels.shape),
               "conditioning": model.conditions(args.n, labels=labels, prompts=prompts, seed=args.seed)[1],
               "guidance_scale": args.guidance_scale,
               "sampling_wall_time_s": round(seconds, 3), "device": str(sampling_device()),
@@ -430,7 +460,7 @@ def add_evaluate_parser(commands) -> None:
         examples="  python -m diffprune_core evaluate --model ft/model --reference teacher/ --data digits \\\n"
                  "      --n 1000 --seed 0 --out eval-ft\n"
                  "  python -m diffprune_core evaluate --model ft-cifar10/model --reference google/ddpm-cifar10-32 \\\n"
-                 "      --data cifar10 --n 50000 --seed 0 \\\n"
+                 "      --data cifar10 --n 50000 --seed 0 --spacing quad --no-clip-sample \\\n"
                  "      --inception-weights weights-inception-2015-12-05-6726825d.pth \\\n"
                  "      --out eval-cifar10")
     p.add_argument("--model", required=True, help=MODEL_HELP + ", or paper:NAME (random weights)")
@@ -447,6 +477,7 @@ def add_evaluate_parser(commands) -> None:
                    help=f"folder of cached reference statistics (default {CACHE_DIR})")
     p.add_argument("--latency-batch-size", type=int, default=1, help="images per timed sampling run (default 1)")
     p.add_argument("--latency-repeats", type=int, default=3, help="timed runs, after one warm-up (default 3)")
+    add_sampler_arguments(p)
     add_conditioning_arguments(p)
     p.add_argument("--out", required=True, help="new folder for report.json and grid.png")
     p.set_defaults(run=run_evaluate)
@@ -479,13 +510,15 @@ def run_evaluate(args) -> dict:
     latency = sampling_latency(model, batch_size=args.latency_batch_size, steps=args.steps,
                                repeats=args.latency_repeats)  # on the CPU, where load_model puts the model
     sample = partial(ddim_sample, n=args.n, seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                     labels=labels, prompts=prompts, guidance_scale=args.guidance_scale)
+                     labels=labels, prompts=prompts, guidance_scale=args.guidance_scale, **sampler_options(args))
     samples = sample(model.to(sampling_device()))
     report = {
         "command": "evaluate", "model": args.model, "pipeline": model.pipeline, "reference": args.reference,
         "data": args.data, "n": args.n, "seed": args.seed, "conditioning": conditioning,
         "guidance_scale": args.guidance_scale,
-        "sampler": f"DDIM, {args.steps} steps, eta 0", "sampling_device": str(sampling_device()),
+        "sampler": (f"DDIM, {args.steps} steps, eta 0, {args.spacing} spacing, "
+                    f"x_0 {'clipped' if clips_x0(args, model) else 'not clipped'}"),
+        "spacing": args.spacing, "clip_sample": clips_x0(args, model), "sampling_device": str(sampling_device()),
         "params": complexity["params"], "macs": complexity["macs"], "attention_macs": complexity["attention_macs"],
         "macs_with_attention": complexity["macs_with_attention"],
         "pipeline_complexity": pipeline_complexity(model, steps=args.steps, guidance=guided),

@@ -3,12 +3,29 @@
 A *structure* is one prunable channel: every weight that disappears with it (the kernel rows or
 columns of the coupled convolutions and linears, and the scales of the normalisations on it), as
 Torch-Pruning's dependency graph groups them. With w a weight of the structure and g its gradient
-summed over the timesteps used:
+summed over the timesteps used, each criterion has two readings (:data:`SCORE_FORMS`).
+
+``equation``, the paper's text (the default):
 
 - ``random``:       I ~ U(0, 1)                               (Section 5.2)
-- ``magnitude``:    I = sqrt(sum_k w_k^2), the group L2 norm  (Section 5.2)
+- ``magnitude``:    I = sqrt(sum_k w_k^2), the group L2 norm, normalisation scales included  (Section 5.2)
 - ``taylor``:       I = |sum_k w_k g_k|, over all T timesteps  (Eq. 5-6, the multi-variable Taylor)
 - ``diff-pruning``: I = sum_k |w_k g_k|, over the timesteps kept by the threshold  (Eq. 7, 9, 10)
+
+``released-code``, what produced Tables 1 and 5 and Figure 5: ``ddpm_exp/prune.py`` of
+VainF/Diff-Pruning with its bundled ``ddpm_exp/torch_pruning/importance.py`` (MagnitudeImportance,
+lines 18-126; TaylorImportance, lines 332-434):
+
+- ``magnitude``:    I = mean over the conv/linear layers l of sum_{k in l} w_k^2; GroupNorm scales are
+                    left out (the class scores BatchNorm only)
+- ``taylor`` and ``diff-pruning``: I = sum_{conv/linear k} (w_k g_k)^2 + sum_{GroupNorm k} |w_k g_k|,
+                    the same score for both (``--pruner taylor`` and ``ours`` both build
+                    TaylorImportance; taylor sums all timesteps, so it is Diff-Pruning at T = 0)
+
+The released magnitude then divides a group's scores by their mean (its ``normalizer``), which does
+not change which channels a group loses and is left out here; both classes also drop the layers whose
+index count differs from the group's first layer, which none of the U-Nets here has. LayerNorm
+scales, which the released U-Net does not have, are left out of the released reading.
 
 The gradients come from :func:`accumulate_gradients` (Algorithm 1, lines 1-12).
 """
@@ -26,11 +43,22 @@ from .pipeline import as_diffusion_model, to_device
 
 CRITERIA = ("random", "magnitude", "taylor", "diff-pruning")
 GRADIENT_CRITERIA = ("taylor", "diff-pruning")
+SCORE_FORMS = {
+    "equation": "the paper's equations (Eq. 5-6 for Taylor, Eq. 10 for Diff-Pruning, the group L2 norm)",
+    "released-code": "VainF/Diff-Pruning's ddpm_exp/torch_pruning/importance.py: squared (w g)^2 on convs and "
+                     "linears plus |w g| on GroupNorm scales; magnitude without GroupNorm scales",
+}
 
 
 def check_criterion(name: str) -> str:
     if name not in CRITERIA:
         raise InputError(f"unknown criterion {name!r}; choose from {', '.join(CRITERIA)}")
+    return name
+
+
+def check_score_form(name: str) -> str:
+    if name not in SCORE_FORMS:
+        raise InputError(f"unknown score form {name!r}; choose from {', '.join(SCORE_FORMS)}")
     return name
 
 
@@ -95,7 +123,7 @@ class GradientReport:
 
 def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float = 0.0, stride: int = 1,
                          max_steps: int | None = None, seed: int = 0, progress: bool = True,
-                         on_step=None, labels=None, prompts=None) -> GradientReport:
+                         on_step=None, before_step=None, labels=None, prompts=None) -> GradientReport:
     """Sum dL_t/dtheta into ``param.grad`` over the pruned timesteps (Algorithm 1, lines 1-12; Eq. 10).
 
     Timesteps are visited in ascending order t = 0, stride, 2*stride, ... with one batch of clean
@@ -104,7 +132,9 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
     *not* used (the paper's Algorithm 1 breaks before back-propagating; Eq. 10 keeps L_t/L_max > T).
     The official code back-propagates first, so it keeps one timestep more. ``threshold=0`` uses all
     timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5).
-    ``on_step(report)``, if given, is called after each back-propagation (e.g. to snapshot the gradients).
+    ``on_step(report)``, if given, is called after each back-propagation (e.g. to snapshot the gradients);
+    ``before_step(report, t, ratio)`` after L_t is known and before it is used or the loop stops, while
+    ``param.grad`` holds the sums over the timesteps before t (a pass at a larger T would stop here).
     ``model`` is a DiffusionModel (or a bare U-Net): a latent model diffuses the *encoded* batch, and
     ``labels`` / ``prompts`` condition it (default: the model's, see ``DiffusionModel.conditions``);
     ``alphas_cumprod`` defaults to the model's schedule. The sums land in ``model.unet``'s ``param.grad``.
@@ -128,6 +158,8 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
         check_finite_loss(value, t)
         report.losses[t] = value
         report.loss_max = max(report.loss_max, value)
+        if before_step is not None:
+            before_step(report, t, value / report.loss_max)
         if value / report.loss_max <= threshold:
             report.stopped_at = t
             break
@@ -143,14 +175,16 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
 
 
 class StructureImportance(tp.importance.Importance):
-    """Scores every channel of a Torch-Pruning group with one of :data:`CRITERIA` (see module doc).
+    """Scores every channel of a Torch-Pruning group with one of :data:`CRITERIA`, in one of the
+    :data:`SCORE_FORMS` (see module doc).
 
     The per-weight terms are summed over all the weights of the structure, across every layer of the
-    group, with no normalisation; biases are left out, as in Eq. 7 (theta_i is the row of weights).
+    group; biases are left out, as in Eq. 7 (theta_i is the row of weights) and in the released code.
     """
 
-    def __init__(self, criterion: str, seed: int = 0):
+    def __init__(self, criterion: str, seed: int = 0, score_form: str = "equation"):
         self.criterion = check_criterion(criterion)
+        self.score_form = check_score_form(score_form)
         self.generator = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
@@ -158,24 +192,30 @@ class StructureImportance(tp.importance.Importance):
         width = len(group[0].idxs)
         if self.criterion == "random":
             return torch.rand(width, generator=self.generator)
-        total = torch.zeros(width, dtype=torch.float64)
+        released = self.score_form == "released-code"
+        total, layers = torch.zeros(width, dtype=torch.float64), 0
         for item in group:
             layer, fn = item.dep.target.module, item.dep.handler
             weights = structure_weights(layer, fn, item.idxs)
-            if weights is None:
+            norm = isinstance(layer, (nn.GroupNorm, nn.LayerNorm))
+            if weights is None or released and norm and (self.criterion == "magnitude"
+                                                           or not isinstance(layer, nn.GroupNorm)):
                 continue
             w, grad = weights
             if self.criterion == "magnitude":
                 terms = w.pow(2)
+            elif grad is None:
+                raise RuntimeError(f"criterion {self.criterion!r} needs gradients: call accumulate_gradients first")
+            elif released:
+                terms = (w * grad).abs() if norm else (w * grad).pow(2)
             else:
-                if grad is None:
-                    raise RuntimeError(f"criterion {self.criterion!r} needs gradients: call accumulate_gradients first")
                 terms = w * grad if self.criterion == "taylor" else (w * grad).abs()
             root = torch.as_tensor(item.root_idxs)
             total.index_add_(0, root, terms.reshape(len(root), -1).sum(1).double())
+            layers += 1
         if self.criterion == "magnitude":
-            return total.sqrt()
-        return total.abs() if self.criterion == "taylor" else total
+            return total / max(layers, 1) if released else total.sqrt()
+        return total.abs() if self.criterion == "taylor" and not released else total
 
 
 def structure_weights(layer, fn, idxs):

@@ -28,7 +28,8 @@ from torchvision.utils import save_image
 from .architectures import DATA_DIR, example_inputs
 from .checkpoints import load_model
 from .complexity import count_macs
-from .criteria import CRITERIA, GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients
+from .criteria import (CRITERIA, GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients,
+                       check_score_form)
 from .data import load_examples
 from .digits_classifier import classify_samples
 from .errors import InputError
@@ -57,6 +58,7 @@ class RunSpec:
     ratio: float | None = 0.3  # channel pruning ratio ...
     macs_reduction: float | None = None  # ... or the fraction of MACs to remove (Table 4; LD-Pruner's only target)
     threshold: float = 0.05  # Diff-Pruning's T
+    score_form: str = "equation"  # the paper's equations or the released code's scores (criteria.SCORE_FORMS)
     max_timesteps: int | None = None  # cap on the timesteps used (Figure 5)
     data: str = "digits"  # training images and the batch of Algorithm 1
     prune_batch: int = 64  # images in Algorithm 1's one batch
@@ -74,12 +76,21 @@ class RunSpec:
             raise InputError(f"{self.method} runs need macs_reduction, e.g. what a channel-pruning run achieved")
         if self.train_steps < 0 or self.n_samples < 2:
             raise InputError("train_steps must be >= 0 and n_samples >= 2")
+        check_score_form(self.score_form)
+
+
+def code_digest() -> str:
+    """SHA-256 of the library's source files: a cached result does not outlive the code that made it."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def settings_digest(settings: dict, teacher: str) -> str:
-    """SHA-256 of ``settings`` (JSON) and of the teacher's weight files."""
+    """SHA-256 of ``settings`` (JSON), of the library's code and of the teacher's weight files."""
     folder = Path(teacher)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + code_digest().encode())
     for path in sorted(folder.rglob("*.safetensors")) if folder.is_dir() else []:  # a pipeline's in its folders
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -100,7 +111,7 @@ def run_key(spec: RunSpec) -> str:
 def teacher_spec(spec: RunSpec) -> RunSpec:
     """The teacher's own run with the same sampling settings: the reference for SSIM."""
     return replace(spec, method="teacher", ratio=None, macs_reduction=None, threshold=0.0, max_timesteps=None,
-                   train_steps=0)
+                   train_steps=0, score_form="equation")
 
 
 def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
@@ -127,7 +138,7 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
             pruning = prune(model, criterion, ratio=None if spec.macs_reduction else spec.ratio,
                             macs_reduction=spec.macs_reduction, images=batch.images, labels=batch_labels,
                             threshold=spec.threshold, max_steps=spec.max_timesteps, seed=spec.seed,
-                            progress=progress, gradients=gradients)
+                            progress=progress, gradients=gradients, score_form=spec.score_form)
         if spec.method in ("scratch", "ld-pruner-scratch"):
             for module in (model.unet, model.class_embedder):  # what trains starts anew (the autoencoder stays)
                 if module is not None:
@@ -170,28 +181,73 @@ def sample_labels(model, n: int):
 def gradient_sums(model, batch, spec: RunSpec, root=RUNS_DIR, progress: bool = True, *, labels=None) -> GradientReport:
     """Algorithm 1's gradient sums for ``spec``'s teacher, batch and T, put into ``model``'s ``param.grad``.
 
-    They do not depend on the ratio, the MACs target or the fine-tuning, and Taylor and Diff-Pruning at
-    T = 0 sum the same gradients, so they are computed once and read back from
-    ``root/gradients/<key>/`` (safetensors plus JSON) by every run that needs them.
+    They do not depend on the ratio, the MACs target, the score form or the fine-tuning, and Taylor and
+    Diff-Pruning at T = 0 sum the same gradients, so they are computed once and read back from
+    ``root/gradients/<key>/`` (safetensors plus JSON) by every run that needs them
+    (:func:`share_gradient_sums` fills that cache for several T with one pass).
     """
-    threshold = spec.threshold if spec.method == "diff-pruning" else 0.0
-    settings = {"data": spec.data, "prune_batch": spec.prune_batch, "seed": spec.seed, "threshold": threshold,
-                "max_timesteps": spec.max_timesteps}
-    out = Path(root) / "gradients" / f"T{threshold:g}-{settings_digest(settings, spec.teacher)[:10]}"
+    out = gradient_sums_dir(spec, root)
     unet = as_diffusion_model(model).unet
     if not (out / "report.json").is_file():
-        report = accumulate_gradients(model, batch, threshold=threshold, max_steps=spec.max_timesteps,
+        report = accumulate_gradients(model, batch, threshold=sums_threshold(spec), max_steps=spec.max_timesteps,
                                       seed=spec.seed, progress=progress, labels=labels)
-        with atomic_dir(out) as tmp:
-            save_file({name: p.grad.contiguous() for name, p in unet.named_parameters() if p.grad is not None},
-                      tmp / "gradients.safetensors")
-            write_json(tmp / "report.json", {**asdict(report), "losses": list(report.losses.items())})
+        write_gradient_sums(out, {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}, report)
         return report
     sums = load_file(out / "gradients.safetensors")
     for name, parameter in unet.named_parameters():
         parameter.grad = sums.get(name)
     saved = json.loads((out / "report.json").read_text())
     return GradientReport(**{**saved, "losses": {int(t): loss for t, loss in saved["losses"]}})
+
+
+def sums_threshold(spec: RunSpec) -> float:
+    return spec.threshold if spec.method == "diff-pruning" else 0.0
+
+
+def gradient_sums_dir(spec: RunSpec, root) -> Path:
+    threshold = sums_threshold(spec)
+    settings = {"data": spec.data, "prune_batch": spec.prune_batch, "seed": spec.seed, "threshold": threshold,
+                "max_timesteps": spec.max_timesteps}
+    return Path(root) / "gradients" / f"T{threshold:g}-{settings_digest(settings, spec.teacher)[:10]}"
+
+
+def write_gradient_sums(out: Path, sums: dict, report: GradientReport) -> None:
+    with atomic_dir(out) as tmp:
+        save_file({name: grad.contiguous() for name, grad in sums.items()}, tmp / "gradients.safetensors")
+        write_json(tmp / "report.json", {**asdict(report), "losses": list(report.losses.items())})
+
+
+def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progress: bool = True) -> None:
+    """:func:`gradient_sums` of Diff-Pruning at every T in ``thresholds`` (and of T = 0), from one pass of
+    Algorithm 1 at T = 0, into the cache.
+
+    With one batch and one noise, a pass at T visits the same L_t as the pass at T = 0 and stops at the
+    first t with L_t / L_max <= T, so its sums are the T = 0 pass's sums over the timesteps before that
+    t: each is taken from the T = 0 pass as it gets there (the same additions in the same order, so the
+    same numbers as a pass of its own). Thresholds already cached are skipped.
+    """
+    wanted = {t: gradient_sums_dir(replace(spec, method="diff-pruning", threshold=t), root)
+              for t in sorted({0.0, *thresholds})}
+    pending = {t: out for t, out in wanted.items() if t > 0 and not (out / "report.json").is_file()}
+    if not pending and (wanted[0.0] / "report.json").is_file():
+        return
+    model, examples = load_teacher(spec)
+    batch = algorithm1_examples(examples, spec)
+    unet = model.unet
+
+    def snapshot(report, t, ratio):
+        for threshold in [threshold for threshold in pending if ratio <= threshold]:
+            stopped = GradientReport(timesteps_used=list(report.timesteps_used), losses=dict(report.losses),
+                                     loss_max=report.loss_max, stopped_at=t)
+            write_gradient_sums(pending.pop(threshold), {name: p.grad.clone() for name, p in unet.named_parameters()
+                                                         if p.grad is not None}, stopped)
+
+    report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=spec.max_timesteps, seed=spec.seed,
+                                  progress=progress, before_step=snapshot, labels=model.data_conditions(batch)[0])
+    sums = {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}
+    for out in [*pending.values(), wanted[0.0]]:  # never reached L_t / L_max <= T: every timestep, as T = 0
+        if not (out / "report.json").is_file():
+            write_gradient_sums(out, sums, report)
 
 
 def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) -> dict:
@@ -229,8 +285,54 @@ def load_samples(spec: RunSpec, root=RUNS_DIR, progress: bool = True) -> torch.T
 
 
 def table(specs: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
-    """One row of metrics per spec, in order."""
+    """One row of metrics per spec, in order. The Diff-Pruning thresholds of runs that share a teacher, batch and
+    noise get their gradient sums from one pass (:func:`share_gradient_sums`)."""
+    passes = {}
+    for spec in specs:
+        if spec.method in GRADIENT_CRITERIA:
+            shared = replace(spec, method="diff-pruning", threshold=0.0, ratio=0.3, macs_reduction=None, train_steps=0,
+                             score_form="equation")
+            passes.setdefault(shared, set()).add(sums_threshold(spec))
+    for shared, thresholds in passes.items():
+        if len(thresholds) > 1:
+            share_gradient_sums(shared, sorted(thresholds), root=root, progress=progress)
     return pd.DataFrame([run(spec, root=root, progress=progress) for spec in specs]).drop(columns="spec")
+
+
+def replicates(specs: list, seeds: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
+    """:func:`table` of every spec at every seed (the seed replaces ``spec.seed``: it fixes Algorithm 1's batch
+    and noise, the fine-tuning order and x_T): one row per run, with 'row' (the spec's position) and 'seed'.
+    :func:`intervals.over_seeds` turns it into a mean and an interval per row."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct and at least one, got {seeds}")
+    runs = [table([replace(spec, seed=seed) for spec in specs], root=root, progress=progress).assign(
+        row=range(len(specs)), seed=seed) for seed in seeds]
+    return pd.concat(runs, ignore_index=True)
+
+
+def removed_channels(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
+    """The channels ``spec``'s pruning removes from its teacher, before any fine-tuning: {root layer of each group:
+    (width, removed indices)} (``pruner.prune_unet``'s record), with Algorithm 1's sums from the shared cache."""
+    if spec.method not in CRITERIA or spec.ratio is None:
+        raise InputError(f"removed_channels needs a channel criterion and a ratio, got {spec.method!r}, {spec.ratio}")
+    model, examples = load_teacher(spec)
+    if spec.method in GRADIENT_CRITERIA:
+        batch = algorithm1_examples(examples, spec)
+        gradient_sums(model, batch.images, spec, root, progress, labels=model.data_conditions(batch)[0])
+    removed = {}
+    prune_unet(model.unet, StructureImportance(spec.method, seed=spec.seed, score_form=spec.score_form),
+               ratio=spec.ratio, inputs=example_inputs(model), removed=removed)
+    return removed
+
+
+def shared_channels(a: dict, b: dict) -> pd.DataFrame:
+    """Per layer of two :func:`removed_channels` records: its width, how many channels each removes, how many
+    both remove, and that count's share of those removed."""
+    if set(a) != set(b) or any(len(a[layer][1]) != len(b[layer][1]) for layer in a):
+        raise InputError("the two prunings remove different numbers of channels: compare runs of one ratio")
+    frame = pd.DataFrame([{"layer": layer, "width": width, "removed": len(idxs),
+                           "shared": len(set(idxs) & set(b[layer][1]))} for layer, (width, idxs) in a.items()])
+    return frame.assign(share=frame["shared"] / frame["removed"])
 
 
 def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
@@ -253,7 +355,8 @@ def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progres
             pruned = copy.deepcopy(model)  # deepcopy leaves .grad behind: carry the sums so far over
             for source, target in zip(model.unet.parameters(), pruned.unet.parameters()):
                 target.grad = None if source.grad is None else source.grad.clone()
-            prune_unet(pruned.unet, StructureImportance("diff-pruning"), ratio=spec.ratio, inputs=inputs)
+            prune_unet(pruned.unet, StructureImportance("diff-pruning", score_form=spec.score_form), ratio=spec.ratio,
+                       inputs=inputs)
             samples = ddim_sample(pruned, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, labels=requested,
                                   progress=False)
             rows.append({"timesteps": k, "ssim": mean_ssim(samples, reference),

@@ -22,6 +22,7 @@ from .complexity import count_macs
 from .criteria import StructureImportance, timestep_losses
 from .data import load_images
 from .experiments import RunSpec
+from .intervals import formatted
 from .pruner import prune_unet
 from .pipeline import noise_scheduler
 from .thresholds import relative_losses
@@ -51,6 +52,12 @@ def our_rows(metrics: pd.DataFrame, dense: pd.Series | None = None) -> pd.DataFr
     for column, name in (("inception_score", "IS (digits classifier)"), ("class_accuracy", "class accuracy")):
         if column in metrics:  # a class-conditional model's (experiments.measure)
             table.insert(table.columns.get_loc("SSIM") + 1, name, metrics[column])
+    for column, name in (("fid", "FID (digits features)"), ("ssim", "SSIM"), ("timesteps_used", "timesteps used")):
+        for bound in ("low", "high"):  # means over seeds (intervals.over_seeds) carry their intervals
+            if f"{column}_{bound}" in metrics:
+                table[f"{name} {bound}"] = metrics[f"{column}_{bound}"]
+    if "seeds" in metrics:
+        table["seeds"] = metrics["seeds"]
     if dense is not None:
         table.insert(5, "params kept", metrics["params"] / dense["params"])
         table.insert(6, "MACs kept", metrics["macs"] / dense["macs"])
@@ -102,7 +109,8 @@ def plot_beside_paper(table: pd.DataFrame, *, sources: dict, x: str, metrics: li
 
     ``sources`` maps a column prefix ("ours", "CIFAR-10") to its panel title. Each metric is a tuple
     of column names, the first one a source has is drawn (e.g. ("FID (digits features)", "FID
-    (Inception-v3)")). ``kind`` "bar": horizontal bars labelled by the column ``x`` (the rows' shared
+    (Inception-v3)")); where the table has '<column> low' and '<column> high' (means over seeds) they are
+drawn as error bars. ``kind`` "bar": horizontal bars labelled by the column ``x`` (the rows' shared
     labels); "line": a line over ``x``, the source's own column '<prefix> <x>' if it has one.
     """
     if kind not in ("bar", "line"):
@@ -121,16 +129,39 @@ def plot_beside_paper(table: pd.DataFrame, *, sources: dict, x: str, metrics: li
                 ax.tick_params(axis="x", bottom=False, labelbottom=False)
                 continue
             values = table[f"{prefix} {name}"]
+            error = interval_errors(table, f"{prefix} {name}")
             if kind == "bar":
-                ax.barh(range(len(table)), values, color=colour)
+                ax.barh(range(len(table)), values, xerr=error, capsize=3, color=colour)
                 ax.set_yticks(range(len(table)), table[x].astype(str))
                 ax.set_ylim(len(table) - 0.5, -0.5)
             else:
-                ax.plot(table.get(f"{prefix} {x}", table.get(x)), values, "o-", color=colour)
+                ax.errorbar(table.get(f"{prefix} {x}", table.get(x)), values, yerr=error, fmt="o-", capsize=3,
+                            color=colour)
                 ax.set_xlabel(xlabel or x)
             ax.set_title(f"{title}\n{name}" if row == 0 else name, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def with_intervals(table: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """``table`` with each of ``columns`` ({column: format spec}) written as 'mean [low, high]' where the table
+    has its '<column> low' / '<column> high' (the bounds' columns dropped), for display."""
+    shown = table.copy()
+    for column, spec in columns.items():
+        if f"{column} low" in shown:
+            shown[column] = [formatted({"value": v, "low": lo, "high": hi}, spec) if pd.notna(v) else "–"
+                             for v, lo, hi in zip(shown[column], shown[f"{column} low"], shown[f"{column} high"])]
+            shown = shown.drop(columns=[f"{column} low", f"{column} high"])
+    return shown
+
+
+def interval_errors(table: pd.DataFrame, column: str):
+    """Error bars (below, above) for ``column`` from its '<column> low' / '<column> high' columns; None if it
+    has none (the paper's numbers). A row without an interval (one seed) gets no bar."""
+    if f"{column} low" not in table:
+        return None
+    below, above = table[column] - table[f"{column} low"], table[f"{column} high"] - table[column]
+    return [below.fillna(0).to_numpy(), above.fillna(0).to_numpy()]
 
 
 def teacher_loss_curve(spec: RunSpec, *, timesteps: int = 1000, progress: bool = True) -> pd.DataFrame:

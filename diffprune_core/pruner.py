@@ -33,7 +33,8 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from .complexity import count_macs
-from .criteria import GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients, check_criterion
+from .criteria import (GRADIENT_CRITERIA, GradientReport, StructureImportance, accumulate_gradients, check_criterion,
+                       check_score_form)
 from .errors import InputError
 from .pipeline import as_diffusion_model
 
@@ -116,12 +117,13 @@ def select_channels(scores: torch.Tensor, ratio: float, divisions: int, round_to
 
 
 def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int | None = None, ignored_layers=(),
-               chunk_count: str = "channels"):
+               chunk_count: str = "channels", removed: dict | None = None):
     """Prune every channel group of a diffusers U-Net in place at channel ratio ``ratio``.
 
     ``importance`` maps a Torch-Pruning group to one score per channel (criteria.StructureImportance).
     ``conv_out`` (the predicted noise) is never pruned on its output side. ``chunk_count`` says how a group
-    reached through a projection into two halves is counted (:data:`CHUNK_COUNTS`). Returns the model.
+    reached through a projection into two halves is counted (:data:`CHUNK_COUNTS`). ``removed``, if given,
+    is filled with {name of the group's root layer: (its width, the channel indices removed)}. Returns the model.
     """
     check_ratio(ratio)
     if chunk_count not in CHUNK_COUNTS:
@@ -134,6 +136,7 @@ def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int |
         elif isinstance(module, AdaGroupNorm):
             module.linear._norm_groups = module.num_groups
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+    names = {module: name for name, module in model.named_modules()}
     ignored = [model.conv_out, *interface_layers(model), *ignored_layers]
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.Conv2d, nn.Linear]):
         outputs = len(group[0].idxs)
@@ -146,6 +149,8 @@ def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int |
             pruning = graph.get_pruning_group(root, fn, idxs)
             if graph.check_pruning_group(pruning):
                 pruning.prune()
+                if removed is not None:
+                    removed[names[root]] = (width, idxs)
     for module in model.modules():
         for mark in ("_attention_heads", "_norm_groups"):
             if hasattr(module, mark):
@@ -268,17 +273,20 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
 def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: float | None = None, images=None,
           alphas_cumprod=None, threshold: float = 0.0, stride: int = 1, max_steps: int | None = None,
           round_to: int | None = None, seed: int = 0, progress: bool = True,
-          gradients: GradientReport | None = None, labels=None, prompts=None, chunk_count: str = "channels") -> dict:
+          gradients: GradientReport | None = None, labels=None, prompts=None, chunk_count: str = "channels",
+          score_form: str = "equation") -> dict:
     """Algorithm 1 end to end: gradients over the pruned timesteps (for the Taylor criteria), then pruning.
 
     Exactly one of ``ratio`` (channels) and ``macs_reduction`` (Table 4) is given. ``threshold`` is T
-    for ``diff-pruning``; ``taylor`` always uses every timestep. ``gradients``, if given, is the report of
+    for ``diff-pruning``; ``taylor`` always uses every timestep. ``score_form`` is the paper's equations or the
+    released code's scores (criteria.SCORE_FORMS). ``gradients``, if given, is the report of
     an :func:`accumulate_gradients` whose sums are already in ``param.grad`` (e.g. read back from a
     cache): the loop over timesteps is then skipped. Returns what was done: the ratio used and the
     timesteps whose gradients were summed. ``model`` is a DiffusionModel (or a bare U-Net); its U-Net is
     pruned in place. A latent model's ``images`` are encoded; ``labels`` / ``prompts`` condition the batch.
     """
     check_criterion(criterion)
+    check_score_form(score_form)
     if (ratio is None) == (macs_reduction is None):
         raise InputError("give exactly one of ratio and macs_reduction")
     from .architectures import example_inputs
@@ -296,10 +304,11 @@ def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: 
         report = accumulate_gradients(model, images, alphas_cumprod, seed=seed, stride=stride, max_steps=max_steps,
                                       threshold=threshold if criterion == "diff-pruning" else 0.0, progress=progress,
                                       labels=labels, prompts=prompts)
-    prune_unet(model.unet, StructureImportance(criterion, seed=seed), ratio=ratio, inputs=inputs, round_to=round_to,
-               chunk_count=chunk_count)
+    prune_unet(model.unet, StructureImportance(criterion, seed=seed, score_form=score_form), ratio=ratio, inputs=inputs,
+               round_to=round_to, chunk_count=chunk_count)
     model.unet.zero_grad(set_to_none=True)
-    return {"criterion": criterion, "ratio": ratio, "macs_reduction_target": macs_reduction,
+    return {"criterion": criterion, "score_form": score_form, "ratio": ratio,
+            "macs_reduction_target": macs_reduction,
             "threshold": threshold if criterion == "diff-pruning" else None,
             "timesteps_used": report.timesteps_used if report else [],
             "losses": report.losses if report else {}}

@@ -106,7 +106,7 @@ def package_versions() -> dict:
     return versions
 
 
-def write_metadata(folder, params: dict, seed: int, wall_time_s: float) -> dict:
+def write_metadata(folder, params: dict, seed: int | list, wall_time_s: float) -> dict:
     """Write ``metadata.json`` into ``folder``: parameters, seed, wall time, versions, git, and the files there."""
     import torch
 

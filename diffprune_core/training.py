@@ -10,7 +10,7 @@ pruned model and scratch training (Section 5.1: the pruned architecture, randoml
 the same call with a different ``model``.
 
 The loop runs on one CPU or under ``accelerate launch`` on several GPUs: every step draws one global
-batch and each process takes its share. Every random draw of step s (batch, t, eps, dropout) is
+batch and each process takes its share. Every random draw of step s (batch, t, eps, flips, dropout) is
 seeded from (seed, s) alone, so a run resumed from a checkpoint ends with bit-identical weights to an
 uninterrupted one. Checkpoints are safetensors + JSON only (no pickle).
 
@@ -29,7 +29,8 @@ import csv
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from diffusers.models.resnet import ResnetBlock2D
 from diffusers.training_utils import EMAModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -48,15 +50,20 @@ from .fileio import atomic_dir, check_output_dir, write_json
 from .pipeline import as_diffusion_model, rows_of, to_device
 
 CHECKPOINT_PREFIX = "step-"
-# Independent seed streams: the t and eps of a step, a process's dropout at a step, an epoch's image order.
-NOISE_STREAM, DROPOUT_STREAM, EPOCH_STREAM = 0, 1, 2
+# Independent seed streams: the t and eps of a step, a process's dropout at a step, an epoch's image order,
+# the horizontal flips of a step.
+NOISE_STREAM, DROPOUT_STREAM, EPOCH_STREAM, FLIP_STREAM = 0, 1, 2, 3
 # Settings a resumed run may change; any other change would make it a different run.
 RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every")
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    """Hyper-parameters of :func:`train`; ``batch_size`` is the global batch over all processes."""
+    """Hyper-parameters of :func:`train`; ``batch_size`` is the global batch over all processes.
+
+    ``dropout`` is the rate of the U-Net's residual-block dropout while it trains (None: the model's own);
+    ``horizontal_flip`` mirrors each training image left-right with probability 1/2 (pixel models only).
+    """
     steps: int
     batch_size: int
     lr: float
@@ -65,6 +72,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 50
     seed: int = 0
+    dropout: float | None = None
+    horizontal_flip: bool = False
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -74,6 +83,8 @@ class TrainConfig:
             raise InputError(f"lr and grad_clip must be positive, got lr={self.lr}, grad_clip={self.grad_clip}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @classmethod
     def cpu(cls, **overrides) -> "TrainConfig":
@@ -84,10 +95,13 @@ class TrainConfig:
     @classmethod
     def paper_cifar10(cls, **overrides) -> "TrainConfig":
         """CIFAR-10: DDPM's recipe (Ho et al. 2020, Appendix B: Adam at 2e-4, batch 128, EMA 0.9999,
-        gradient clipping at norm 1; their 5,000-step warm-up is left out) and the 100K fine-tuning
-        steps of Diff-Pruning's Table 1."""
+        gradient clipping at norm 1, dropout 0.1, random horizontal flips; their 5,000-step warm-up is left
+        out) and the 100K fine-tuning steps of Diff-Pruning's Table 1. The released code fine-tunes with
+        these settings (VainF/Diff-Pruning, ddpm_exp/configs/cifar10.yml: random_flip line 8, dropout
+        line 20, ema_rate line 22, batch_size line 33, lr line 46, grad_clip line 50)."""
         return cls(**{"steps": 100_000, "batch_size": 128, "lr": 2e-4, "ema_decay": 0.9999, "grad_clip": 1.0,
-                      "checkpoint_every": 5000, "log_every": 100, **overrides})
+                      "checkpoint_every": 5000, "log_every": 100, "dropout": 0.1, "horizontal_flip": True,
+                      **overrides})
 
 
 def derived_seed(*keys: int) -> int:
@@ -105,13 +119,43 @@ def batch_indices(count: int, batch_size: int, seed: int, step: int) -> torch.Te
     return order[positions - first * count]
 
 
-def draw_batch(images: torch.Tensor, batch_size: int, seed: int, step: int, num_timesteps: int):
-    """Step ``step``'s global batch: (x_0, t, eps), drawn on the CPU from (seed, step) alone."""
+def draw_batch(images: torch.Tensor, batch_size: int, seed: int, step: int, num_timesteps: int, *,
+               flip: bool = False):
+    """Step ``step``'s global batch: (x_0, t, eps), drawn on the CPU from (seed, step) alone.
+
+    With ``flip`` each x_0 is mirrored left-right with probability 1/2, as the released CIFAR-10 data
+    (RandomHorizontalFlip(p=0.5), ddpm_exp/datasets/__init__.py:35-42), from a stream of its own: t and
+    eps are those of the same step without flips.
+    """
     generator = torch.Generator().manual_seed(derived_seed(seed, step, NOISE_STREAM))
     x0 = images[batch_indices(len(images), batch_size, seed, step)]
     timesteps = torch.randint(0, num_timesteps, (batch_size,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
+    if flip:
+        mirrored = torch.rand(batch_size, generator=torch.Generator().manual_seed(
+            derived_seed(seed, step, FLIP_STREAM))) < 0.5
+        x0 = torch.where(mirrored[:, None, None, None], x0.flip(-1), x0)
     return x0, timesteps, noise
+
+
+def residual_dropouts(unet) -> list:
+    """The dropout layers of ``unet``'s residual blocks (ResnetBlock2D.dropout, the rate UNet2DModel's
+    ``dropout`` config sets): the released CIFAR-10 model's only dropout (ddpm_exp/models/diffusion.py:95, 125)."""
+    return [block.dropout for block in unet.modules() if isinstance(block, ResnetBlock2D)]
+
+
+@contextmanager
+def dropout_rate(layers: list, p: float | None):
+    """``layers`` drop at rate ``p`` inside the block and at their own rates again after it, so that a saved
+    model's config (UNet2DModel's ``dropout``) stays true."""
+    before = [layer.p for layer in layers]
+    for layer in layers:
+        layer.p = p
+    try:
+        yield
+    finally:
+        for layer, rate in zip(layers, before):
+            layer.p = rate
 
 
 def ddpm_loss(unet, x0, timesteps, noise, scheduler, conditions: dict | None = None) -> torch.Tensor:
@@ -168,7 +212,9 @@ def load_checkpoint(path: Path, modules: dict, ema, optimizer, config: TrainConf
             _, index, name = key.split(".", 2)
             optimizer_state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": optimizer_state, "param_groups": optimizer.state_dict()["param_groups"]})
-    saved = {key: value for key, value in state["config"].items() if key not in RESUMABLE_CHANGES}
+    # A checkpoint written before a setting existed was made with the setting's default.
+    defaults = {field.name: field.default for field in fields(TrainConfig) if field.default is not MISSING}
+    saved = {key: value for key, value in {**defaults, **state["config"]}.items() if key not in RESUMABLE_CHANGES}
     wanted = {key: value for key, value in asdict(config).items() if key not in RESUMABLE_CHANGES}
     if saved != wanted:
         raise InputError(f"checkpoint {path} was made with {saved}, not {wanted}; use another output folder")
@@ -205,6 +251,11 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
     if not checkpoints:
         check_output_dir(out_dir)
     pipe.check_images(images)
+    dropouts = residual_dropouts(pipe.unet) if config.dropout is not None else []
+    if config.dropout is not None and not dropouts:
+        raise InputError(f"dropout={config.dropout}: this U-Net has no residual block (diffusers ResnetBlock2D)")
+    if config.horizontal_flip and pipe.autoencoder is not None:
+        raise InputError("horizontal_flip is for pixel models: a latent model trains on latents encoded once, up front")
     if pipe.class_labels()[0] == "labels" and labels is None:
         raise InputError("a class-conditional model trains on labelled images: digits, cifar10, or a folder with "
                          "one sub-folder per class")
@@ -232,34 +283,36 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
     pending, started = [], time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="DDPM training",
                disable=not progress or not accelerator.is_main_process)
-    for step in bar:
-        torch.manual_seed(derived_seed(config.seed, step, DROPOUT_STREAM, accelerator.process_index))
-        batch = draw_batch(latents, config.batch_size, config.seed, step, scheduler.config.num_train_timesteps)
-        x0, timesteps, noise = (value[rows].to(accelerator.device) for value in batch)
-        conditions = step_conditions(pipe, labels, captions, batch_indices(len(latents), config.batch_size,
-                                                                           config.seed, step))
-        conditions = to_device(rows_of(conditions, config.batch_size, rows), accelerator.device)
-        loss = ddpm_loss(model, x0, timesteps, noise, scheduler, conditions)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if pipe.class_embedder is not None and accelerator.num_processes > 1:  # used outside the DDP wrapper
-            for p in pipe.class_embedder.parameters():
-                p.grad = accelerator.reduce(p.grad, "mean")
-        accelerator.clip_grad_norm_(parameters, config.grad_clip)
-        optimizer.step()
-        ema.step(parameters)
-        pending.append(loss.detach())
-        done = step + 1
-        checkpoint_due = done % config.checkpoint_every == 0 or done == config.steps
-        if done % config.log_every == 0 or checkpoint_due:
-            losses = accelerator.reduce(torch.stack(pending), "mean").tolist()
-            pending = []
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            if accelerator.is_main_process:
-                append_losses(loss_log, done - len(losses) + 1, losses)
-        if checkpoint_due and accelerator.is_main_process:
-            save_checkpoint(out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{done:06d}", modules, ema, optimizer,
-                            step=done, wall_time_s=wall_time_before + time.perf_counter() - started, config=config)
+    with dropout_rate(dropouts, config.dropout):  # the model's own rates again after the loop
+        for step in bar:
+            torch.manual_seed(derived_seed(config.seed, step, DROPOUT_STREAM, accelerator.process_index))
+            batch = draw_batch(latents, config.batch_size, config.seed, step, scheduler.config.num_train_timesteps,
+                               flip=config.horizontal_flip)
+            x0, timesteps, noise = (value[rows].to(accelerator.device) for value in batch)
+            conditions = step_conditions(pipe, labels, captions, batch_indices(len(latents), config.batch_size,
+                                                                               config.seed, step))
+            conditions = to_device(rows_of(conditions, config.batch_size, rows), accelerator.device)
+            loss = ddpm_loss(model, x0, timesteps, noise, scheduler, conditions)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if pipe.class_embedder is not None and accelerator.num_processes > 1:  # used outside the DDP wrapper
+                for p in pipe.class_embedder.parameters():
+                    p.grad = accelerator.reduce(p.grad, "mean")
+            accelerator.clip_grad_norm_(parameters, config.grad_clip)
+            optimizer.step()
+            ema.step(parameters)
+            pending.append(loss.detach())
+            done = step + 1
+            checkpoint_due = done % config.checkpoint_every == 0 or done == config.steps
+            if done % config.log_every == 0 or checkpoint_due:
+                losses = accelerator.reduce(torch.stack(pending), "mean").tolist()
+                pending = []
+                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                if accelerator.is_main_process:
+                    append_losses(loss_log, done - len(losses) + 1, losses)
+            if checkpoint_due and accelerator.is_main_process:
+                save_checkpoint(out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{done:06d}", modules, ema, optimizer,
+                                step=done, wall_time_s=wall_time_before + time.perf_counter() - started, config=config)
     bar.close()
     session_s = time.perf_counter() - started
     accelerator.wait_for_everyone()

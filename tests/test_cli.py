@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from diffprune_core.checkpoints import load_unet
 from diffprune_core.cli import main
@@ -39,6 +40,22 @@ def test_macs_reduction_mode(model_dir, tmp_path):
     assert report["timesteps_used"] == [] and report["threshold"] is None
 
 
+def test_released_code_scores_make_taylor_and_diff_pruning_at_T0_one_method(model_dir, tmp_path):
+    """ddpm_exp's --pruner taylor and ours build the same importance; at T = 0 they prune the same channels."""
+    def pruned(criterion, form):
+        out = tmp_path / f"{criterion}-{form}"
+        assert prune(model_dir, out, "--criterion", criterion, "--threshold", "0", "--stride", "250",
+                     "--score-form", form) == 0
+        assert json.loads((out / "report.json").read_text())["score_form"] == form
+        return load_unet(str(out)).state_dict()
+
+    released = pruned("taylor", "released-code"), pruned("diff-pruning", "released-code")
+    assert all(torch.equal(released[0][name], released[1][name]) for name in released[0])
+    equation = pruned("taylor", "equation"), pruned("diff-pruning", "equation")
+    assert any(equation[0][name].shape != equation[1][name].shape or not torch.equal(equation[0][name], equation[1][name])
+               for name in equation[0]), "the paper's two Taylor scores differ (Eq. 6 against Eq. 10)"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--criterion", "fisher"], "unknown criterion"),
     (["--criterion", "magnitude", "--ratio", "1.2"], "ratio must be in"),
@@ -47,6 +64,7 @@ def test_macs_reduction_mode(model_dir, tmp_path):
     (["--criterion", "magnitude", "--macs-reduction", "2"], "macs-reduction"),
     (["--criterion", "diff-pruning", "--data", "folder:/no/such/dir"], "dir"),
     (["--criterion", "diff-pruning", "--data", "cifar10:/no/such/root"], "cifar"),
+    (["--criterion", "taylor", "--score-form", "squared"], "--score-form"),
 ])
 def test_bad_input_exits_with_one_line_and_writes_nothing(model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "out"

@@ -65,6 +65,20 @@ def test_sample_writes_uint8_samples_grid_and_report(model_dir, tmp_path):
     assert (out / "grid.png").read_bytes().startswith(b"\x89PNG")
     report = json.loads((out / "report.json").read_text())
     assert (report["seed"], report["steps"], report["n"]) == (3, 2, 4) and report["sampling_wall_time_s"] > 0
+    assert (report["spacing"], report["clip_sample"]) == ("uniform", True), "the scheduler config clips"
+
+
+def test_sample_with_the_released_evaluation_settings(model_dir, tmp_path):
+    out = tmp_path / "samples"
+    assert run("sample", "--model", model_dir, "--n", 2, "--seed", 1, "--steps", 3, "--spacing", "quad",
+               "--no-clip-sample", "--out", out) == 0
+    expected = ddim_sample(load_unet(model_dir), n=2, seed=1, steps=3, spacing="quad", clip_sample=False,
+                           progress=False)
+    assert torch.equal(load_file(out / "samples.safetensors")["samples"], to_uint8(expected))
+    assert not torch.equal(to_uint8(expected), to_uint8(ddim_sample(load_unet(model_dir), n=2, seed=1, steps=3,
+                                                                     progress=False)))
+    report = json.loads((out / "report.json").read_text())
+    assert (report["spacing"], report["clip_sample"]) == ("quad", False)
 
 
 # -------------------------------------------------------------------------------------------- evaluate
@@ -85,6 +99,7 @@ def test_evaluate_reports_complexity_latency_fid_ssim_and_digits(model_dir, tmp_
     samples = [ddim_sample(load_unet(str(m)), n=4, seed=0, steps=2, progress=False) for m in (model_dir, other)]
     assert report["ssim_to_reference"] == pytest.approx(mean_ssim(*samples)), "pairs from the same x_T"
     assert report["ssim_to_reference"] < 0.99
+    assert report["sampler"] == "DDIM, 2 steps, eta 0, uniform spacing, x_0 clipped"
     assert sum(report["digits_classifier"]["class_histogram"]) == 4
     assert 0 <= report["digits_classifier"]["confident_rate"] <= 1
     assert {path.suffix for path in cache.iterdir()} == {".safetensors", ".json"}, "no pickle in the FID cache"
@@ -196,6 +211,8 @@ BAD = [  # (command, replacements of (flag, value) or flags appended, part of th
     ("sample", {"--steps": 1001}, "--steps must be in [1, 1000]"),
     ("sample", ["--eta", -1], "--eta"),
     ("sample", ["--batch-size", 0], "--batch-size"),
+    ("sample", ["--spacing", "linear"], "invalid choice"),
+    ("evaluate", ["--spacing", "cubic"], "invalid choice"),
     ("evaluate", {"--n": 1}, "--n must be at least 2"),
     ("evaluate", {"--data": "mnist"}, "unknown dataset"),
     ("evaluate", {"--data": "folder:/no/such/dir"}, "does not exist"),
@@ -277,9 +294,11 @@ def test_bad_command_lines_are_one_line_errors(argv, message, capsys):
 
 
 @pytest.mark.parametrize("command, promised", [
-    ("finetune", ["--resume", "accelerate launch -m diffprune_core finetune", "--init", "OUT/model"]),
-    ("sample", ["samples.safetensors", "uint8 N x C x H x W", "grid.png"]),
-    ("evaluate", ["FID (digits features)", "FID (Inception-v3)", "--reference", "SSIM", "latency"]),
+    ("finetune", ["--resume", "accelerate launch -m diffprune_core finetune", "--init", "OUT/model",
+                  "clip 1, dropout 0.1, random horizontal flips, a checkpoint every 5000 steps"]),
+    ("sample", ["samples.safetensors", "uint8 N x C x H x W", "grid.png", "--spacing", "--no-clip-sample"]),
+    ("evaluate", ["FID (digits features)", "FID (Inception-v3)", "--reference", "SSIM", "latency", "--spacing",
+                  "--no-clip-sample"]),
     ("prune", ["ld-pruner", "--operators", "--n-gen", "--sample-steps", "ranking.csv"]),
 ])
 def test_help_explains_each_command(command, promised, capsys):

@@ -25,12 +25,14 @@ class KnownLossModel(nn.Module):
         self.config = FrozenDict(sample_size=images.shape[-1], in_channels=images.shape[1])  # a pixel U-Net's shape
         self.w = nn.Parameter(torch.tensor([1.0, -2.0]))
         self.seen = []
+        self.noises = []  # the eps recovered from each x_t
 
     def forward(self, noisy, timesteps):
         t = int(timesteps[0])
         self.seen.append((t, self.training))
         a = ALPHAS[t]
         eps = (noisy - a.sqrt() * self.images) / (1 - a).sqrt()
+        self.noises.append(eps.detach())
         shift = self.scale(t) * self.w.view(1, 2, 1, 1)
         return type("Out", (), {"sample": eps + shift})()
 
@@ -69,12 +71,22 @@ def test_max_steps_caps_the_number_of_timesteps():
     assert report.timesteps_used == list(range(7))
 
 
-def test_one_noise_reused_at_every_timestep(tiny_unet):
+def test_one_noise_reused_at_every_timestep_and_fixed_by_the_seed():
+    """Algorithm 1, line 3: one eps for all t. Fresh noise per t (or noise not from the seed) fails this."""
+    model, images = known_model()
+    accumulate_gradients(model, images, ALPHAS, threshold=0.0, stride=250, seed=5, progress=False)
+    assert len(model.noises) == 4
+    for eps in model.noises[1:]:
+        torch.testing.assert_close(eps, model.noises[0], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(model.noises[0], fixed_noise(images, 5), rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(fixed_noise(images, 5), fixed_noise(images, 6))
+
+
+def test_losses_of_the_curve_and_of_algorithm1_agree(tiny_unet):
     images = torch.rand(2, 1, 16, 16) * 2 - 1
     losses = timestep_losses(tiny_unet, images, ALPHAS, timesteps=[0, 500], seed=3, progress=False)
     report = accumulate_gradients(tiny_unet, images, ALPHAS, threshold=0.0, stride=500, seed=3, progress=False)
     torch.testing.assert_close(torch.tensor([report.losses[0], report.losses[500]]), losses)
-    assert torch.equal(fixed_noise(images, 3), fixed_noise(images, 3))
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
@@ -110,6 +122,60 @@ def test_structure_scores_follow_the_equations():
     assert not torch.allclose(taylor, diff), "the two Taylor variants must differ on this example"
 
 
+def conv_norm_group():
+    """conv1 (2 -> 4) -> GroupNorm(2, 4) -> conv2 (4 -> 2): a channel of conv1 is its row, its GroupNorm scale
+    and conv2's column. Returns the group and, per channel, (w, g) of the conv weights and of the scale."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(2, 4, 1, bias=False), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1, bias=False))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.randn(4))
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.randn(1, 2, 4, 4))
+    group = graph.get_pruning_group(net[0], tp.prune_conv_out_channels, [0, 1, 2, 3])
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    conv = [(torch.cat([net[0].weight[c].flatten(), net[2].weight[:, c].flatten()]).detach(),
+             torch.cat([net[0].weight.grad[c].flatten(), net[2].weight.grad[:, c].flatten()])) for c in range(4)]
+    scale = [(net[1].weight[c].detach(), net[1].weight.grad[c]) for c in range(4)]
+    return group, conv, scale
+
+
+def scores(function) -> torch.Tensor:
+    return torch.tensor([function(c) for c in range(4)], dtype=torch.float64)
+
+
+def test_both_score_forms_follow_their_formulas():
+    group, conv, scale = conv_norm_group()
+    gn = lambda c: scale[c][0] * scale[c][1]  # noqa: E731  the GroupNorm scale's w g
+    # The paper's equations: every weight of the structure, the GroupNorm scale included.
+    eq_magnitude = scores(lambda c: (conv[c][0].pow(2).sum() + scale[c][0] ** 2).sqrt())
+    eq_taylor = scores(lambda c: ((conv[c][0] * conv[c][1]).sum() + gn(c)).abs())  # Eq. 6: |sum_k w g|
+    eq_diff = scores(lambda c: (conv[c][0] * conv[c][1]).abs().sum() + gn(c).abs())  # Eq. 10: sum_k |w g|
+    # The released code (ddpm_exp/torch_pruning/importance.py): squared terms on convs, |w g| on GroupNorm scales;
+    # magnitude: the mean over the two convs of sum w^2, GroupNorm left out.
+    rc_taylor = scores(lambda c: (conv[c][0] * conv[c][1]).pow(2).sum() + gn(c).abs())
+    rc_magnitude = scores(lambda c: conv[c][0].pow(2).sum() / 2)
+    for criterion, form, expected in [("magnitude", "equation", eq_magnitude), ("taylor", "equation", eq_taylor),
+                                      ("diff-pruning", "equation", eq_diff), ("magnitude", "released-code", rc_magnitude),
+                                      ("taylor", "released-code", rc_taylor), ("diff-pruning", "released-code", rc_taylor)]:
+        torch.testing.assert_close(StructureImportance(criterion, score_form=form)(group), expected,
+                                   msg=f"{criterion} ({form})")
+    assert not torch.allclose(eq_diff, rc_taylor) and not torch.allclose(eq_magnitude ** 2 / 2, rc_magnitude)
+
+
+def test_torch_pruning_1_6_scores_leave_group_norm_scales_out():
+    """What the Torch-Pruning most users have (1.6.1) computes for the same group: TaylorImportance is Eq. 10
+    without the GroupNorm scale (GroupNorm is not among its target types), GroupMagnitudeImportance the
+    released magnitude; both divided by the group's mean (their default normaliser)."""
+    assert tp.__version__.startswith("1.6"), tp.__version__
+    group, conv, scale = conv_norm_group()
+    taylor = scores(lambda c: (conv[c][0] * conv[c][1]).abs().sum())
+    magnitude = scores(lambda c: conv[c][0].pow(2).sum())
+    torch.testing.assert_close(tp.importance.TaylorImportance()(group).double(), taylor / taylor.mean())
+    torch.testing.assert_close(tp.importance.GroupMagnitudeImportance()(group).double(), magnitude / magnitude.mean())
+    ours = StructureImportance("diff-pruning")(group)
+    torch.testing.assert_close(ours - taylor, scores(lambda c: (scale[c][0] * scale[c][1]).abs()))
+
+
 def test_random_scores_are_seeded_and_gradient_criteria_need_gradients():
     group, _, _ = conv_pair_group()
     assert torch.equal(StructureImportance("random", seed=1)(group), StructureImportance("random", seed=1)(group))
@@ -120,6 +186,8 @@ def test_random_scores_are_seeded_and_gradient_criteria_need_gradients():
         StructureImportance("diff-pruning")(group)
 
 
-def test_unknown_criterion():
+def test_unknown_criterion_or_score_form():
     with pytest.raises(InputError, match="unknown criterion"):
         StructureImportance("fisher")
+    with pytest.raises(InputError, match="unknown score form"):
+        StructureImportance("taylor", score_form="squared")

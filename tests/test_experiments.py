@@ -4,14 +4,23 @@ from dataclasses import replace
 
 import pytest
 
-from diffprune_core.errors import InputError
 import torch
 
-from diffprune_core.checkpoints import load_unet
-from diffprune_core.criteria import accumulate_gradients
-from diffprune_core.experiments import (RunSpec, gradient_sums, run, run_key, ssim_versus_timesteps, table,
+from diffprune_core.architectures import example_inputs
+from diffprune_core.checkpoints import load_model, load_unet
+from diffprune_core.complexity import count_macs
+from diffprune_core.criteria import StructureImportance, accumulate_gradients, timestep_losses
+from diffprune_core.digits_classifier import classify_samples
+from diffprune_core.errors import InputError
+from diffprune_core.experiments import (RunSpec, algorithm1_examples, gradient_sums, load_samples, load_teacher,
+                                        replicates, run, run_key, share_gradient_sums, ssim_versus_timesteps, table,
                                         teacher_spec)
+from diffprune_core.fid import fid
+from diffprune_core.metrics import mean_ssim, ssim
 from diffprune_core.pipeline import noise_scheduler
+from diffprune_core.pruner import prune_unet
+from diffprune_core.sampling import ddim_sample
+from diffprune_core.thresholds import relative_losses, timesteps_kept
 
 
 @pytest.fixture
@@ -26,17 +35,49 @@ def test_runs_are_measured_once_and_cached(spec, tmp_path):
     rows = table(specs, root=root, progress=False)
     assert list(rows.method) == ["teacher", "diff-pruning", "scratch"]
     assert rows.ssim[0] == 1.0 and rows.params[1] < rows.params[0] and rows.params[1] == rows.params[2]
-    assert rows.timesteps_used[1] >= 1 and rows.timesteps_used[2] == 0
-    for column in ["macs", "macs_with_attention", "fid", "seconds_per_image", "confident_rate"]:
-        assert column in rows
+    assert rows.timesteps_used[2] == 0
+    model, examples = load_teacher(spec)  # the loss curve of Algorithm 1's batch and noise, outside the run
+    losses = timestep_losses(model, algorithm1_examples(examples, spec).images, timesteps=range(1000), seed=spec.seed,
+                             progress=False)
+    assert rows.timesteps_used[1] == timesteps_kept(losses, spec.threshold)
+    trained = load_model(str(root / run_key(spec) / "train" / "model"))  # the fine-tuned model the run measured
+    size = count_macs(trained.unet, example_inputs(trained))
+    assert (rows.params[1], rows.macs[1], rows.macs_with_attention[1]) == (
+        size["params"], size["macs"], size["macs_with_attention"])
+    teacher_samples = load_samples(specs[0], root)
+    again = ddim_sample(load_model(spec.teacher), n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps,
+                        progress=False)
+    assert torch.equal(teacher_samples, ((again + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1), \
+        "the teacher's samples come from the seed's x_T"
+    samples = load_samples(spec, root)
+    assert rows.fid[1] == pytest.approx(fid(samples, examples.images, reference_name="digits-all")["value"], rel=1e-6)
+    assert rows.ssim[1] == pytest.approx(mean_ssim(samples, teacher_samples), abs=1e-3)
+    assert rows.confident_rate[1] == pytest.approx(classify_samples(samples)["confident_rate"])
+    assert rows.seconds_per_image[1] > 0
     metrics = root / run_key(spec) / "metrics.json"
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "fid": -1.0}))
     assert run(spec, root=root)["fid"] == -1.0, "a finished run is read back, not recomputed"
 
 
-def test_keys_differ_by_setting(spec):
+def test_keys_differ_by_setting_and_by_code(spec, monkeypatch):
     assert run_key(spec) != run_key(replace(spec, threshold=0.02))
+    assert run_key(spec) != run_key(replace(spec, score_form="released-code"))
     assert run_key(spec).startswith("diff-pruning-r0.3-s2-")
+    before = run_key(spec)
+    monkeypatch.setattr("diffprune_core.experiments.code_digest", lambda: "other code")
+    assert run_key(spec) != before, "a cached run must not outlive the code that made it"
+
+
+def test_replicates_run_every_spec_at_every_seed(spec, tmp_path):
+    root = tmp_path / "runs"
+    specs = [replace(spec, method="teacher"), replace(spec, method="magnitude")]
+    runs = replicates(specs, [0, 1], root=root, progress=False)
+    assert list(zip(runs.row, runs.seed, runs.method)) == [(0, 0, "teacher"), (1, 0, "magnitude"),
+                                                            (0, 1, "teacher"), (1, 1, "magnitude")]
+    assert runs.fid[0] != runs.fid[2], "another seed draws other samples"
+    assert runs.fid[3] == run(replace(specs[1], seed=1), root=root)["fid"]
+    with pytest.raises(InputError, match="distinct"):
+        replicates(specs, [0, 0], root=root)
 
 
 def test_teacher_runs_ignore_pruning_and_training_settings(spec):
@@ -49,9 +90,20 @@ def test_unknown_method(spec):
         replace(spec, method="pruned")
 
 
-def test_ssim_versus_timesteps(spec, tmp_path):
-    frame = ssim_versus_timesteps(replace(spec, ratio=0.3), [1, 3], root=tmp_path / "runs", progress=False)
-    assert list(frame.timesteps) == [1, 3] and frame.ssim.between(-1, 1).all()
+@pytest.mark.parametrize("score_form", ["equation", "released-code"])
+def test_ssim_versus_timesteps(spec, tmp_path, score_form):
+    spec = replace(spec, ratio=0.3, score_form=score_form)
+    frame = ssim_versus_timesteps(spec, [1, 3], root=tmp_path / "runs", progress=False)
+    assert list(frame.timesteps) == [1, 3]
+    model, examples = load_teacher(spec)  # k = 3 again by hand: 3 timesteps of gradients, prune, sample
+    accumulate_gradients(model, algorithm1_examples(examples, spec).images, threshold=0.0, max_steps=3, seed=spec.seed,
+                         progress=False)
+    prune_unet(model.unet, StructureImportance("diff-pruning", score_form=score_form), ratio=spec.ratio,
+               inputs=example_inputs(model))
+    samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, progress=False)
+    reference = load_samples(teacher_spec(spec), tmp_path / "runs")
+    assert frame.ssim[1] == pytest.approx(mean_ssim(samples, reference), abs=1e-6)
+    assert frame.ssim_std[1] == pytest.approx(ssim(samples, reference).std().item(), abs=1e-6)
 
 
 def test_gradient_sums_are_computed_once_per_teacher_batch_and_threshold(spec, tmp_path):
@@ -68,3 +120,23 @@ def test_gradient_sums_are_computed_once_per_teacher_batch_and_threshold(spec, t
     gradient_sums(load_unet(spec.teacher), batch, replace(spec, threshold=0.0), root, progress=False)
     assert sorted(path.name.split("-")[0] for path in (root / "gradients").iterdir()) == ["T0", "T0.5"], \
         "Taylor shares Diff-Pruning's T = 0 sums"
+
+
+def test_one_pass_at_T0_gives_every_thresholds_sums(spec, tmp_path):
+    """share_gradient_sums takes each T's sums from the T = 0 pass; a pass of its own gives the same numbers."""
+    root, spec = tmp_path / "runs", replace(spec, max_timesteps=40)
+    model, examples = load_teacher(spec)
+    batch = algorithm1_examples(examples, spec).images
+    ratios = relative_losses(timestep_losses(model, batch, timesteps=range(40), seed=spec.seed, progress=False))
+    thresholds = sorted({round(float(ratios[1:].quantile(q)), 6) for q in (0.1, 0.5, 0.9)})  # stops inside the 40
+    share_gradient_sums(spec, thresholds, root=root, progress=False)
+    stops = []
+    for threshold in (0.0, *thresholds):
+        direct = load_teacher(spec)[0]
+        expected = accumulate_gradients(direct, batch, threshold=threshold, max_steps=40, seed=spec.seed, progress=False)
+        cached = gradient_sums(model, batch, replace(spec, threshold=threshold), root, progress=False)
+        assert cached.timesteps_used == expected.timesteps_used and cached.stopped_at == expected.stopped_at
+        for (name, p), q in zip(model.unet.named_parameters(), direct.unet.parameters()):
+            assert torch.equal(p.grad, q.grad), (threshold, name)
+        stops.append(len(expected.timesteps_used))
+    assert len(set(stops)) > 1, "the thresholds must stop at different timesteps for this test to mean anything"

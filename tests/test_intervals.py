@@ -4,7 +4,10 @@ import torch
 from scipy import stats
 
 from diffprune_core.errors import InputError
-from diffprune_core.intervals import compare, formatted, mean_interval, proportion_interval
+import pandas as pd
+
+from diffprune_core.intervals import (best, compare, formatted, mean_interval, of_row, over_seeds,
+                                    proportion_interval, ranking)
 
 
 def test_mean_interval_is_students_t_interval():
@@ -34,3 +37,27 @@ def test_compare_speaks_only_without_overlap():
     assert compare(a, b) == "higher" and compare(b, a) == "lower"
     assert compare(a, {"value": 0.84, "low": 0.8, "high": 0.86}) == "overlapping"
     assert formatted(a) == "0.900 [0.850, 0.950]"
+
+
+def test_over_seeds_gives_the_t_interval_of_each_rows_mean():
+    runs = pd.DataFrame({"row": [0, 0, 0, 1, 1, 1, 2], "method": ["a"] * 3 + ["b"] * 3 + ["c"],
+                         "fid": [10.0, 12.0, 11.0, 20.0, 26.0, 23.0, 5.0], "seed": [0, 1, 2, 0, 1, 2, 0]})
+    summary = over_seeds(runs, ["fid"])
+    assert list(summary["method"]) == ["a", "b", "c"] and list(summary["seeds"]) == [3, 3, 1]
+    half = stats.t.ppf(0.975, 2) * 3.0 / 3 ** 0.5  # row b: mean 23, std 3
+    assert summary.loc[1, "fid"] == pytest.approx(23.0) and summary.loc[1, "fid_std"] == pytest.approx(3.0)
+    assert (summary.loc[1, "fid_low"], summary.loc[1, "fid_high"]) == (pytest.approx(23 - half), pytest.approx(23 + half))
+    assert summary.loc[2, "fid"] == 5.0 and pd.isna(summary.loc[2, "fid_low"])
+    one_seed = of_row(summary.loc[2], "fid")
+    assert compare(one_seed, of_row(summary.loc[0], "fid")) == "overlapping", "one seed tells nothing apart"
+
+
+def test_best_and_ranking_speak_only_where_intervals_separate():
+    a = {"value": 1.0, "low": 0.5, "high": 1.5}
+    b = {"value": 1.2, "low": 0.9, "high": 1.6}
+    c = {"value": 3.0, "low": 2.5, "high": 3.5}
+    assert best(["a", "b", "c"], [c, a, b]) == {"label": "b", "tied_with": ["c"], "separated": False}
+    assert best(["a", "c"], [a, c]) == {"label": "a", "tied_with": [], "separated": True}
+    assert best(["a", "c"], [a, c], lower=False)["label"] == "c"
+    assert ranking(["c", "a", "b"], [c, a, b]) == "a ~ b < c"
+    assert ranking(["c", "a", "b"], [c, a, b], lower=False) == "c > b ~ a"

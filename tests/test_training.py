@@ -6,13 +6,14 @@ import textwrap
 
 import pytest
 import torch
-from diffusers import UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 from safetensors.torch import load_file
 
 from diffprune_core import training
 from diffprune_core.checkpoints import load_unet
 from diffprune_core.errors import InputError
-from diffprune_core.training import TrainConfig, batch_indices, checkpoint_dirs, train
+from diffprune_core.pipeline import DiffusionModel
+from diffprune_core.training import TrainConfig, batch_indices, checkpoint_dirs, draw_batch, residual_dropouts, train
 
 
 def tiny_unet(seed=0):
@@ -24,6 +25,7 @@ def tiny_unet(seed=0):
 
 IMAGES = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
 CONFIG = TrainConfig(steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, checkpoint_every=3, log_every=2)
+AUGMENTED = TrainConfig(**{**vars(CONFIG), "dropout": 0.1, "horizontal_flip": True})  # the paper preset's options
 
 
 class Interrupted(Exception):
@@ -50,17 +52,18 @@ def assert_same_tensors(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_resumed_run_ends_bit_identical_to_uninterrupted(tmp_path, monkeypatch):
+@pytest.mark.parametrize("config", [CONFIG, AUGMENTED], ids=["plain", "dropout-and-flips"])
+def test_resumed_run_ends_bit_identical_to_uninterrupted(tmp_path, monkeypatch, config):
     whole = tiny_unet()
-    train(whole, IMAGES, CONFIG, tmp_path / "whole", progress=False)
+    train(whole, IMAGES, config, tmp_path / "whole", progress=False)
 
     interrupt_at_step(monkeypatch, 4)  # steps 0-2 checkpointed at 3, step 3 done and lost, step 4 crashes
     with pytest.raises(Interrupted):
-        train(tiny_unet(), IMAGES, CONFIG, tmp_path / "resumed", progress=False)
+        train(tiny_unet(), IMAGES, config, tmp_path / "resumed", progress=False)
     assert [p.name for p in checkpoint_dirs(tmp_path / "resumed")] == ["step-000003"]
     monkeypatch.undo()
     resumed = tiny_unet(seed=1)  # the initial weights must not matter when resuming
-    report = train(resumed, IMAGES, CONFIG, tmp_path / "resumed", progress=False)
+    report = train(resumed, IMAGES, config, tmp_path / "resumed", progress=False)
 
     assert report["resumed_from_step"] == 3
     assert_same_tensors(whole.state_dict(), resumed.state_dict())
@@ -136,10 +139,90 @@ def test_data_order_is_a_function_of_seed_and_step():
 def test_presets_and_bad_configs():
     paper = TrainConfig.paper_cifar10()
     assert (paper.lr, paper.batch_size, paper.ema_decay, paper.grad_clip) == (2e-4, 128, 0.9999, 1.0)
-    assert TrainConfig.cpu(steps=10).steps == 10
-    for bad in ({"steps": 0}, {"lr": 0.0}, {"ema_decay": 1.0}, {"grad_clip": -1.0}, {"checkpoint_every": 0}):
+    assert (paper.dropout, paper.horizontal_flip) == (0.1, True), "ddpm_exp/configs/cifar10.yml, lines 8 and 20"
+    cpu = TrainConfig.cpu(steps=10)
+    assert cpu.steps == 10 and (cpu.dropout, cpu.horizontal_flip) == (None, False), "the digits teacher's recipe"
+    for bad in ({"steps": 0}, {"lr": 0.0}, {"ema_decay": 1.0}, {"grad_clip": -1.0}, {"checkpoint_every": 0},
+                {"dropout": 1.0}, {"dropout": -0.1}):
         with pytest.raises(InputError):
             TrainConfig.cpu(**bad)
+
+
+def flips(seed: int, step: int) -> list:
+    """Which images of step ``step``'s batch come mirrored (each is either itself or its mirror)."""
+    flipped = draw_batch(IMAGES, 8, seed, step, 1000, flip=True)[0]
+    plain = draw_batch(IMAGES, 8, seed, step, 1000)[0]
+    assert all(torch.equal(x, y) or torch.equal(x, y.flip(-1)) for x, y in zip(flipped, plain))
+    return [not torch.equal(x, y) for x, y in zip(flipped, plain)]
+
+
+def test_flips_are_a_function_of_seed_and_step():
+    flipped = draw_batch(IMAGES, 8, seed=0, step=3, num_timesteps=1000, flip=True)
+    again = draw_batch(IMAGES, 8, seed=0, step=3, num_timesteps=1000, flip=True)
+    plain = draw_batch(IMAGES, 8, seed=0, step=3, num_timesteps=1000)
+    assert all(torch.equal(a, b) for a, b in zip(flipped, again))
+    assert torch.equal(flipped[1], plain[1]) and torch.equal(flipped[2], plain[2]), "t and eps are not disturbed"
+    assert 0 < sum(flips(0, 3)) < 8, "about half of the batch"
+    assert len({tuple(flips(0, step)) for step in range(4)}) > 1 and flips(1, 3) != flips(0, 3)
+
+
+def test_training_sees_the_flipped_batches(tmp_path, monkeypatch):
+    seen = []
+    real_loss = training.ddpm_loss
+    monkeypatch.setattr(training, "ddpm_loss", lambda unet, x0, *args: seen.append(x0) or real_loss(unet, x0, *args))
+    train(tiny_unet(), IMAGES, AUGMENTED, tmp_path / "run", progress=False)
+    assert all(torch.equal(x0, draw_batch(IMAGES, 8, AUGMENTED.seed, step, 1000, flip=True)[0])
+               for step, x0 in enumerate(seen)) and len(seen) == AUGMENTED.steps
+
+
+def test_dropout_applies_while_training_only(tmp_path, monkeypatch):
+    seen = []
+    real_loss = training.ddpm_loss
+
+    def loss(unet, *args):
+        seen.append((unet.training, [layer.p for layer in residual_dropouts(unet)]))
+        return real_loss(unet, *args)
+
+    monkeypatch.setattr(training, "ddpm_loss", loss)
+    model = tiny_unet()
+    train(model, IMAGES, TrainConfig(**{**vars(CONFIG), "dropout": 0.5}), tmp_path / "dropout", progress=False)
+    assert len(seen) == CONFIG.steps and all(mode and rates and set(rates) == {0.5} for mode, rates in seen)
+    assert {layer.p for layer in residual_dropouts(model)} == {0.0}, "the model's own rate again"
+    saved = load_unet(str(tmp_path / "dropout" / "model"))
+    assert saved.config.dropout == 0.0 and {layer.p for layer in residual_dropouts(saved)} == {0.0}
+    monkeypatch.undo()
+    plain = tiny_unet()
+    train(plain, IMAGES, CONFIG, tmp_path / "plain", progress=False)
+    assert not torch.equal(plain.conv_out.weight, model.conv_out.weight), "the rate reaches the forward pass"
+
+    interrupt_at_step(monkeypatch, 1)
+    interrupted = tiny_unet()
+    with pytest.raises(Interrupted):
+        train(interrupted, IMAGES, TrainConfig(**{**vars(CONFIG), "dropout": 0.5}), tmp_path / "x", progress=False)
+    assert {layer.p for layer in residual_dropouts(interrupted)} == {0.0}, "restored on the way out too"
+
+
+def test_checkpoints_from_before_dropout_and_flips_resume(tmp_path):
+    """A state.json without the newer settings was made with their defaults (no dropout change, no flips)."""
+    train(tiny_unet(), IMAGES, CONFIG, tmp_path / "run", progress=False)
+    state_file = tmp_path / "run/checkpoints/step-000006/state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("dropout", "horizontal_flip"):
+        del state["config"][key]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(InputError, match="made with"):
+        train(tiny_unet(), IMAGES, TrainConfig(**{**vars(AUGMENTED), "steps": 8}), tmp_path / "run", progress=False)
+    report = train(tiny_unet(), IMAGES, TrainConfig(**{**vars(CONFIG), "steps": 8}), tmp_path / "run", progress=False)
+    assert report["resumed_from_step"] == 6
+
+
+def test_flips_are_for_pixel_models(tmp_path):
+    autoencoder = AutoencoderKL(in_channels=1, out_channels=1, latent_channels=1, block_out_channels=(4,),
+                                norm_num_groups=4, sample_size=8)
+    latent = DiffusionModel(unet=tiny_unet(), autoencoder=autoencoder)
+    with pytest.raises(InputError, match="pixel models"):
+        train(latent, IMAGES, AUGMENTED, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_refuses_bad_inputs(tmp_path):
