@@ -22,10 +22,12 @@ lines 18-126; TaylorImportance, lines 332-434):
                     the same score for both (``--pruner taylor`` and ``ours`` both build
                     TaylorImportance; taylor sums all timesteps, so it is Diff-Pruning at T = 0)
 
+Both classes score only the layers whose index count is that of the group's first layer (lines 118-122,
+422-426): where a skip connection's concatenation joins two halves of one group (the deepest level of
+the CIFAR-10 U-Net and of the digits teacher), the layers after it are left out, and so they are here.
 The released magnitude then divides a group's scores by their mean (its ``normalizer``), which does
-not change which channels a group loses and is left out here; both classes also drop the layers whose
-index count differs from the group's first layer, which none of the U-Nets here has. LayerNorm
-scales, which the released U-Net does not have, are left out of the released reading.
+not change which channels a group loses and is left out here. LayerNorm scales, which the released
+U-Net does not have, are left out of the released reading.
 
 The gradients come from :func:`accumulate_gradients` (Algorithm 1, lines 1-12).
 """
@@ -198,8 +200,8 @@ class StructureImportance(tp.importance.Importance):
             layer, fn = item.dep.target.module, item.dep.handler
             weights = structure_weights(layer, fn, item.idxs)
             norm = isinstance(layer, (nn.GroupNorm, nn.LayerNorm))
-            if weights is None or released and norm and (self.criterion == "magnitude"
-                                                           or not isinstance(layer, nn.GroupNorm)):
+            if weights is None or released and (len(item.idxs) != width or norm and (
+                    self.criterion == "magnitude" or not isinstance(layer, nn.GroupNorm))):
                 continue
             w, grad = weights
             if self.criterion == "magnitude":

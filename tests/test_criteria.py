@@ -139,8 +139,8 @@ def conv_norm_group():
     return group, conv, scale
 
 
-def scores(function) -> torch.Tensor:
-    return torch.tensor([function(c) for c in range(4)], dtype=torch.float64)
+def scores(function, channels: int = 4) -> torch.Tensor:
+    return torch.tensor([function(c) for c in range(channels)], dtype=torch.float64)
 
 
 def test_both_score_forms_follow_their_formulas():
@@ -160,6 +160,36 @@ def test_both_score_forms_follow_their_formulas():
         torch.testing.assert_close(StructureImportance(criterion, score_form=form)(group), expected,
                                    msg=f"{criterion} ({form})")
     assert not torch.allclose(eq_diff, rc_taylor) and not torch.allclose(eq_magnitude ** 2 / 2, rc_magnitude)
+
+
+class Doubled(nn.Module):
+    """conv1 (2 -> 3), its output concatenated with itself, conv2 (6 -> 2): conv2 sees each channel twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(2, 3, 1, bias=False), nn.Conv2d(6, 2, 1, bias=False)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        return self.conv2(torch.cat([h, h], dim=1))
+
+
+def test_released_code_leaves_out_layers_with_another_index_count():
+    """ddpm_exp's importance keeps only the layers whose score has the group's length (importance.py, lines
+    118-122 and 422-426): conv2, reached twice through the concatenation, drops out of the released reading."""
+    torch.manual_seed(2)
+    net = Doubled()
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.randn(1, 2, 4, 4))
+    group = graph.get_pruning_group(net.conv1, tp.prune_conv_out_channels, [0, 1, 2])
+    assert sorted(len(item.idxs) for item in group if isinstance(item.dep.target.module, nn.Conv2d)) == [3, 6]
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    w, g = net.conv1.weight.detach(), net.conv1.weight.grad
+    released = scores(lambda c: (w[c] * g[c]).pow(2).sum(), 3)
+    torch.testing.assert_close(StructureImportance("diff-pruning", score_form="released-code")(group), released)
+    columns = lambda c: (net.conv2.weight[:, [c, c + 3]].detach() * net.conv2.weight.grad[:, [c, c + 3]]).abs().sum()  # noqa: E731
+    equation = scores(lambda c: (w[c] * g[c]).abs().sum() + columns(c), 3)
+    torch.testing.assert_close(StructureImportance("diff-pruning")(group), equation)
 
 
 def test_torch_pruning_1_6_scores_leave_group_norm_scales_out():
