@@ -71,7 +71,7 @@ def over_seeds(runs, columns: list, *, by: str = "row"):
         row = group.iloc[0].to_dict() | {"seeds": len(group)}
         for column in columns:
             values = group[column].astype(float)
-            interval = (mean_interval(values.to_numpy()) if len(values) > 1
+            interval = (mean_interval(values.tolist()) if len(values) > 1
                         else {"value": values.iloc[0], "low": math.nan, "high": math.nan})
             row |= {column: interval["value"], f"{column}_low": interval["low"], f"{column}_high": interval["high"],
                     f"{column}_std": values.std() if len(values) > 1 else math.nan}
