@@ -287,13 +287,12 @@ def load_samples(spec: RunSpec, root=RUNS_DIR, progress: bool = True) -> torch.T
 def table(specs: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
     """One row of metrics per spec, in order. The Diff-Pruning thresholds of runs that share a teacher, batch and
     noise get their gradient sums from one pass (:func:`share_gradient_sums`)."""
-    passes = {}
+    passes = {}  # the folder of a T = 0 pass (what its sums depend on) -> (a spec of it, the thresholds wanted)
     for spec in specs:
         if spec.method in GRADIENT_CRITERIA:
-            shared = replace(spec, method="diff-pruning", threshold=0.0, ratio=0.3, macs_reduction=None, train_steps=0,
-                             score_form="equation")
-            passes.setdefault(shared, set()).add(sums_threshold(spec))
-    for shared, thresholds in passes.items():
+            shared = replace(spec, method="diff-pruning", threshold=0.0)
+            passes.setdefault(gradient_sums_dir(shared, root), (shared, set()))[1].add(sums_threshold(spec))
+    for shared, thresholds in passes.values():
         if len(thresholds) > 1:
             share_gradient_sums(shared, sorted(thresholds), root=root, progress=progress)
     return pd.DataFrame([run(spec, root=root, progress=progress) for spec in specs]).drop(columns="spec")
