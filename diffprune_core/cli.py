@@ -31,7 +31,7 @@ from .fid import CACHE_DIR, INCEPTION_WEIGHTS_URL, extractor_arguments, fid, to_
 from .fileio import atomic_dir, check_output_dir, write_json
 from .ldpruner import enumerate_operators, ld_prune
 from .metrics import mean_ssim, sampling_latency
-from .pruner import CHUNK_COUNTS, check_ratio, prune
+from .pruner import CHUNK_COUNTS, Widths, check_ratio, prune
 from .sampling import SPACINGS, ddim_sample
 from .teacher import save_grid as save_zoomed_grid
 from .training import TrainConfig, checkpoint_dirs, reinitialise, train
@@ -197,7 +197,13 @@ def add_prune_parser(commands) -> None:
     p.add_argument("--data", default="digits", help=f"gradient criteria only: {DATA_HELP} (default digits)")
     p.add_argument("--batch-size", type=int, default=64, help="clean images in the one batch of Algorithm 1 (default 64)")
     p.add_argument("--stride", type=int, default=1, help="visit every stride-th timestep (default 1: all)")
+    p.add_argument("--timesteps-per-forward", type=int, default=None,
+                   help="timesteps of Algorithm 1 sharing one forward/backward (default: as many as fit in memory, "
+                        "at most 8; the same timesteps and sums as 1, faster)")
     p.add_argument("--round-to", type=int, default=None, help="round kept channels up as Torch-Pruning 1.x (LDM: 2)")
+    p.add_argument("--multiple-of", type=int, default=None,
+                   help="keep widths that are the nearest multiple of this the GroupNorm groups and heads allow "
+                        "(e.g. 8, which kernels like: 179 -> 176); default: the paper's widths")
     p.add_argument("--chunk-count", choices=sorted(CHUNK_COUNTS), default="channels",
                    help="how a group reached through a projection into two halves (GEGLU feed-forwards) is counted: "
                         "channels (default: it loses --ratio of its channels) or outputs (Torch-Pruning 1.x, the "
@@ -229,10 +235,11 @@ def run_prune(args) -> dict:
         ratio = check_ratio(DEFAULT_RATIO if args.ratio is None else args.ratio)
     if not 0.0 <= args.threshold < 1.0:
         raise InputError(f"--threshold must be in [0, 1), got {args.threshold}")
-    if args.batch_size < 1 or args.stride < 1:
-        raise InputError("--batch-size and --stride must be positive")
+    if args.batch_size < 1 or args.stride < 1 or args.timesteps_per_forward is not None and args.timesteps_per_forward < 1:
+        raise InputError("--batch-size, --stride and --timesteps-per-forward must be positive")
     if args.criterion in GRADIENT_CRITERIA:
         check_dataset(args.data)
+    widths = Widths(round_to=args.round_to, multiple_of=args.multiple_of, chunk_count=args.chunk_count)
     check_output_dir(args.out)
     start = time.perf_counter()
 
@@ -245,13 +252,13 @@ def run_prune(args) -> dict:
     before, pipeline_before = count_macs(model.unet, inputs), pipeline_params(model)
     done = prune(model, args.criterion, ratio=ratio, macs_reduction=args.macs_reduction,
                  images=None if examples is None else examples.images, labels=labels, prompts=prompts,
-                 threshold=args.threshold, stride=args.stride, round_to=args.round_to, seed=args.seed,
-                 chunk_count=args.chunk_count, score_form=args.score_form)
+                 threshold=args.threshold, stride=args.stride, widths=widths, seed=args.seed, score_form=args.score_form,
+                 timesteps_per_forward=args.timesteps_per_forward)
     report = {
         "command": "prune", "model": args.model, "pipeline": model.pipeline, "criterion": args.criterion,
         "score_form": args.score_form,
         "ratio": done["ratio"], "macs_reduction_target": args.macs_reduction, "threshold": done["threshold"],
-        "round_to": args.round_to, "chunk_count": args.chunk_count,
+        "round_to": args.round_to, "multiple_of": args.multiple_of, "chunk_count": args.chunk_count,
         "timesteps_used": done["timesteps_used"], "num_timesteps_used": len(done["timesteps_used"]),
         "data": args.data if examples is not None else None,
         "conditioning": (model.conditions(len(examples), labels=labels, prompts=prompts, seed=args.seed)[1]

@@ -32,16 +32,17 @@ U-Net does not have, are left out of the released reading.
 The gradients come from :func:`accumulate_gradients` (Algorithm 1, lines 1-12).
 """
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import InputError
-from .pipeline import as_diffusion_model, to_device
+from .pipeline import as_diffusion_model, rows_of, to_device
 
 CRITERIA = ("random", "magnitude", "taylor", "diff-pruning")
 GRADIENT_CRITERIA = ("taylor", "diff-pruning")
@@ -64,15 +65,54 @@ def check_score_form(name: str) -> str:
     return name
 
 
-def noisy_loss(unet, x0, noise, t: int, alphas_cumprod, conditions: dict):
-    """L_t of Eq. 2 for one timestep t: ||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t)||^2 (mean).
+MAX_TIMESTEPS_PER_FORWARD = 8  # the digits teacher ran no faster with more (benchmarks/algorithm1_chunks.py)
+CPU_FORWARD_BYTES = 2**30  # saved tensors of one forward on a CPU: with more, the CIFAR-10 U-Net ran slower
+
+
+def chunk_losses(unet, x0, noise, timesteps: list, alphas_cumprod, conditions: dict) -> torch.Tensor:
+    """L_t of Eq. 2 for each t in ``timesteps`` from one forward, ||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps,
+    t)||^2 (mean over the batch): the batch is repeated once per timestep, with its one noise eps.
 
     ``x0`` is in the U-Net's input space (latents of a latent model); ``conditions`` its keyword inputs.
     """
-    a_t = alphas_cumprod[t].to(x0.device, x0.dtype)
-    noisy = a_t.sqrt() * x0 + (1 - a_t).sqrt() * noise
-    timesteps = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
-    return F.mse_loss(unet(noisy, timesteps, **to_device(conditions, x0.device)).sample, noise)
+    k, n = len(timesteps), len(x0)
+    a = alphas_cumprod[list(timesteps)].to(x0.device, x0.dtype).view(k, 1, *[1] * (x0.ndim - 1))
+    noisy = (a.sqrt() * x0 + (1 - a).sqrt() * noise).flatten(0, 1)
+    steps = torch.as_tensor(timesteps, dtype=torch.long, device=x0.device).repeat_interleave(n)
+    rows = torch.arange(n).repeat(k)
+    prediction = unet(noisy, steps, **to_device(rows_of(conditions, n, rows), x0.device)).sample
+    return (prediction.view(k, *x0.shape) - noise).pow(2).flatten(1).mean(1)
+
+
+def timesteps_per_forward_for(given: int | None, unet, x0, noise, alphas_cumprod, conditions: dict) -> int:
+    """``given`` (checked) or, if None, :func:`default_timesteps_per_forward`."""
+    if given is None:
+        return default_timesteps_per_forward(unet, x0, noise, alphas_cumprod, conditions)
+    if given < 1:
+        raise InputError(f"timesteps per forward must be >= 1, got {given}")
+    return given
+
+
+def default_timesteps_per_forward(unet, x0, noise, alphas_cumprod, conditions: dict) -> int:
+    """Timesteps per forward/backward of Algorithm 1, from the tensors saved for the backward of one timestep
+    (measured on a forward of one): on a GPU as many as fit in a quarter of its memory, on a CPU as many as fit
+    in :data:`CPU_FORWARD_BYTES` and an eighth of the machine's memory (a larger batch runs slower there once it
+    leaves the caches); at most :data:`MAX_TIMESTEPS_PER_FORWARD`. Total memory, not free memory: one machine
+    always gets the same chunks, so the same sums."""
+    saved = 0
+
+    def count(tensor):
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+        chunk_losses(unet, x0, noise, [len(alphas_cumprod) // 2], alphas_cumprod, conditions)
+    if x0.device.type == "cuda":
+        budget = torch.cuda.get_device_properties(x0.device).total_memory / 4
+    else:
+        budget = min(CPU_FORWARD_BYTES, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 8)
+    return int(max(1, min(MAX_TIMESTEPS_PER_FORWARD, budget // max(saved, 1))))
 
 
 def algorithm1_batch(model, images, *, seed: int, labels=None, prompts=None):
@@ -85,18 +125,22 @@ def algorithm1_batch(model, images, *, seed: int, labels=None, prompts=None):
 
 @torch.no_grad()
 def timestep_losses(model, images, alphas_cumprod=None, *, timesteps, seed: int = 0, progress: bool = True,
-                    labels=None, prompts=None):
+                    labels=None, prompts=None, timesteps_per_forward: int | None = None):
     """L_t for each t in ``timesteps`` with one batch and one fixed noise (the curve of Figure 5).
 
     ``model``: a DiffusionModel or a bare U-Net; ``images`` in [-1, 1], encoded first for a latent model;
-    ``alphas_cumprod`` defaults to the model's schedule.
+    ``alphas_cumprod`` defaults to the model's schedule; ``timesteps_per_forward`` share a forward (default: as
+    :func:`accumulate_gradients` chooses).
     """
     model = as_diffusion_model(model)
     alphas_cumprod = model.schedule.alphas_cumprod if alphas_cumprod is None else alphas_cumprod
     model.unet.eval()
     x0, conditions, noise = algorithm1_batch(model, images, seed=seed, labels=labels, prompts=prompts)
-    losses = torch.tensor([noisy_loss(model.unet, x0, noise, t, alphas_cumprod, conditions).item()
-                           for t in tqdm(timesteps, desc="L_t", disable=not progress)])
+    chunk = timesteps_per_forward_for(timesteps_per_forward, model.unet, x0, noise, alphas_cumprod, conditions)
+    timesteps = list(timesteps)
+    chunks = [timesteps[i:i + chunk] for i in range(0, len(timesteps), chunk)]
+    losses = torch.cat([chunk_losses(model.unet, x0, noise, ts, alphas_cumprod, conditions).cpu()
+                        for ts in tqdm(chunks, desc=f"L_t ({chunk} timesteps a forward)", disable=not progress)])
     for t, value in zip(timesteps, losses.tolist()):
         check_finite_loss(value, t)
     return losses
@@ -125,7 +169,8 @@ class GradientReport:
 
 def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float = 0.0, stride: int = 1,
                          max_steps: int | None = None, seed: int = 0, progress: bool = True,
-                         on_step=None, before_step=None, labels=None, prompts=None) -> GradientReport:
+                         timesteps_per_forward: int | None = None,
+                         snapshot_if=None, snapshot=None, labels=None, prompts=None) -> GradientReport:
     """Sum dL_t/dtheta into ``param.grad`` over the pruned timesteps (Algorithm 1, lines 1-12; Eq. 10).
 
     Timesteps are visited in ascending order t = 0, stride, 2*stride, ... with one batch of clean
@@ -134,9 +179,15 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
     *not* used (the paper's Algorithm 1 breaks before back-propagating; Eq. 10 keeps L_t/L_max > T).
     The official code back-propagates first, so it keeps one timestep more. ``threshold=0`` uses all
     timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5).
-    ``on_step(report)``, if given, is called after each back-propagation (e.g. to snapshot the gradients);
-    ``before_step(report, t, ratio)`` after L_t is known and before it is used or the loop stops, while
-    ``param.grad`` holds the sums over the timesteps before t (a pass at a larger T would stop here).
+
+    ``timesteps_per_forward`` share one forward (the batch repeated, :func:`chunk_losses`; default
+    :func:`default_timesteps_per_forward`): the rule above is applied to their losses one t at a time, and one
+    backward of the sum of the kept ones adds their gradients, so the timesteps used are the loop's and the
+    sums equal its sums to float rounding.
+    ``snapshot(report, t)``, if given (with ``snapshot_if``), is called at each t where ``snapshot_if(report, t,
+    ratio)`` is true, once L_t is known and before t is used or the loop stops, with ``param.grad`` holding the
+    sums over ``report.timesteps_used`` (a pass at a larger T would stop there; or k timesteps are summed,
+    Figure 5), bit for bit those of a pass that stops there (:func:`sums_so_far`).
     ``model`` is a DiffusionModel (or a bare U-Net): a latent model diffuses the *encoded* batch, and
     ``labels`` / ``prompts`` condition it (default: the model's, see ``DiffusionModel.conditions``);
     ``alphas_cumprod`` defaults to the model's schedule. The sums land in ``model.unet``'s ``param.grad``.
@@ -151,29 +202,58 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
     unet.eval()
     unet.zero_grad(set_to_none=True)
     x0, conditions, noise = algorithm1_batch(model, images, seed=seed, labels=labels, prompts=prompts)
+    chunk = timesteps_per_forward_for(timesteps_per_forward, unet, x0, noise, alphas_cumprod, conditions)
+    steps = list(range(0, len(alphas_cumprod), stride))
+    limit = len(steps) if max_steps is None else min(max_steps, len(steps))
     report = GradientReport()
-    steps = range(0, len(alphas_cumprod), stride)
-    bar = tqdm(steps, desc=f"Taylor over timesteps (T={threshold})", disable=not progress)
-    for t in bar:
-        loss = noisy_loss(unet, x0, noise, t, alphas_cumprod, conditions)
-        value = loss.item()
-        check_finite_loss(value, t)
-        report.losses[t] = value
-        report.loss_max = max(report.loss_max, value)
-        if before_step is not None:
-            before_step(report, t, value / report.loss_max)
-        if value / report.loss_max <= threshold:
-            report.stopped_at = t
-            break
-        loss.backward()
-        report.timesteps_used.append(t)
-        bar.set_postfix(ratio=f"{value / report.loss_max:.3f}")
-        if on_step is not None:
-            on_step(report)
-        if max_steps is not None and len(report.timesteps_used) >= max_steps:
-            break
+    bar = tqdm(total=limit, desc=f"Taylor over timesteps (T={threshold}, {chunk} a forward)", disable=not progress)
+    done = False
+    while not done and len(report.losses) < len(steps):
+        timesteps = steps[len(report.losses):][:min(chunk, limit - len(report.timesteps_used))]
+        losses = chunk_losses(unet, x0, noise, timesteps, alphas_cumprod, conditions)
+        kept = []  # this chunk's losses used so far, back-propagated together at its end
+        for t, loss, value in zip(timesteps, losses, losses.tolist()):
+            check_finite_loss(value, t)
+            report.losses[t] = value
+            report.loss_max = max(report.loss_max, value)
+            ratio = value / report.loss_max
+            if snapshot is not None and snapshot_if(report, t, ratio):
+                with sums_so_far(unet, kept):
+                    snapshot(report, t)
+            if ratio <= threshold:
+                report.stopped_at, done = t, True
+                break
+            kept.append(loss)
+            report.timesteps_used.append(t)
+            if len(report.timesteps_used) >= limit:
+                done = True
+                break
+        if kept:
+            torch.stack(kept).sum().backward()
+        bar.update(len(timesteps))
+        bar.set_postfix(ratio=f"{ratio:.3f}")
     bar.close()
     return report
+
+
+@contextmanager
+def sums_so_far(unet, kept: list):
+    """``param.grad`` plus the gradient of the sum of ``kept`` (a chunk's losses not yet back-propagated), for the
+    duration of the block; then ``param.grad`` as before. The same addition as the chunk's own backward would make
+    if the loop stopped here, so a snapshot holds the very numbers of a pass that stops here."""
+    if not kept:
+        yield
+        return
+    parameters = [p for p in unet.parameters() if p.requires_grad]
+    before = [p.grad for p in parameters]
+    grads = torch.autograd.grad(torch.stack(kept).sum(), parameters, retain_graph=True, allow_unused=True)
+    for p, grad in zip(parameters, grads):
+        p.grad = grad if p.grad is None else p.grad if grad is None else p.grad + grad
+    try:
+        yield
+    finally:
+        for p, grad in zip(parameters, before):
+            p.grad = grad
 
 
 class StructureImportance(tp.importance.Importance):

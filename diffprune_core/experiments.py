@@ -37,7 +37,7 @@ from .fid import fid
 from .fileio import atomic_dir, write_json
 from .ldpruner import ld_prune, prune_by_scores
 from .intervals import mean_interval, proportion_interval
-from .metrics import mean_ssim, relative_latency, sampling_latency, ssim
+from .metrics import mean_ssim, relative_latency, ssim
 from .pruner import prune, prune_unet
 from .pipeline import as_diffusion_model
 from .sampling import ddim_sample
@@ -120,7 +120,7 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     reference = None if spec.method == "teacher" else load_samples(teacher_spec(spec), root, progress)
-    start = time.perf_counter()
+    clock = PhaseClock()
     model, examples = load_teacher(spec)
     labels, _ = model.data_conditions(examples)
     with atomic_dir(out) as tmp:
@@ -139,6 +139,7 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
                             macs_reduction=spec.macs_reduction, images=batch.images, labels=batch_labels,
                             threshold=spec.threshold, max_steps=spec.max_timesteps, seed=spec.seed,
                             progress=progress, gradients=gradients, score_form=spec.score_form)
+        clock.lap("pruning")
         if spec.method in ("scratch", "ld-pruner-scratch"):
             for module in (model.unet, model.class_embedder):  # what trains starts anew (the autoencoder stays)
                 if module is not None:
@@ -146,17 +147,45 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
         if spec.train_steps and spec.method != "teacher":
             train(model, examples.images, TrainConfig.cpu(steps=spec.train_steps, seed=spec.seed), tmp / "train",
                   resume=False, progress=progress, labels=labels)
+        clock.lap("fine_tuning")
         requested = sample_labels(model, spec.n_samples)
         samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, labels=requested,
                               progress=progress)
-        metrics = measure(model, samples, reference, examples.images, spec, labels=requested)
+        seconds_per_image = clock.lap("sampling") / spec.n_samples
+        metrics = {**measure(model, samples, reference, examples.images, spec, labels=requested),
+                   "seconds_per_image": seconds_per_image}
+        clock.lap("measuring")
         metrics.update(method=spec.method, ratio=pruning.get("ratio"), threshold=pruning.get("threshold"),
                        timesteps_used=len(pruning.get("timesteps_used", [])),
                        operators_modified=len(pruning.get("modifications", [])), train_steps=spec.train_steps,
-                       wall_time_s=round(time.perf_counter() - start, 1), spec=asdict(spec))
+                       wall_time_s=round(clock.total(), 1), phases_s=clock.laps, finished=clock.now(),
+                       spec=asdict(spec))
         save_samples(samples, tmp)
         write_json(tmp / "metrics.json", metrics)
     return metrics
+
+
+class PhaseClock:
+    """Wall time of a run's phases (pruning with Algorithm 1 unless its sums are cached, fine-tuning, sampling,
+    measuring), kept in its metrics.json for the build profile (``tools/build_profile.py``)."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.laps = {}
+
+    def lap(self, phase: str) -> float:
+        """Seconds since the last lap (or the start), recorded as ``phase``'s."""
+        now = time.perf_counter()
+        elapsed, self.last = now - self.last, now
+        self.laps[phase] = round(elapsed, 2)
+        return elapsed
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    @staticmethod
+    def now() -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def load_teacher(spec: RunSpec):
@@ -235,15 +264,19 @@ def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progr
     batch = algorithm1_examples(examples, spec)
     unet = model.unet
 
-    def snapshot(report, t, ratio):
-        for threshold in [threshold for threshold in pending if ratio <= threshold]:
+    def stops(report, t, ratio):
+        return any(ratio <= threshold for threshold in pending)
+
+    def snapshot(report, t):
+        for threshold in [threshold for threshold in pending if report.losses[t] / report.loss_max <= threshold]:
             stopped = GradientReport(timesteps_used=list(report.timesteps_used), losses=dict(report.losses),
                                      loss_max=report.loss_max, stopped_at=t)
             write_gradient_sums(pending.pop(threshold), {name: p.grad.clone() for name, p in unet.named_parameters()
                                                          if p.grad is not None}, stopped)
 
     report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=spec.max_timesteps, seed=spec.seed,
-                                  progress=progress, before_step=snapshot, labels=model.data_conditions(batch)[0])
+                                  progress=progress, snapshot_if=stops, snapshot=snapshot,
+                                  labels=model.data_conditions(batch)[0])
     sums = {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}
     for out in [*pending.values(), wanted[0.0]]:  # never reached L_t / L_max <= T: every timestep, as T = 0
         if not (out / "report.json").is_file():
@@ -251,16 +284,15 @@ def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progr
 
 
 def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) -> dict:
-    """The U-Net's params and MACs, CPU sampling latency (U-Net steps and decoding), FID (digits features), SSIM to
-    the teacher; on digits, what the classifier reads (confident rate, Inception Score analogue, class accuracy).
+    """The U-Net's params and MACs, FID (digits features), SSIM to the teacher; on digits, what the classifier
+    reads (confident rate, Inception Score analogue, class accuracy). (The sampling latency, U-Net steps and
+    decoding in batches of 64, is the time :func:`run` took to draw ``samples``.)
     SSIM and class accuracy come with their 95% intervals over the samples (:mod:`intervals`); FID has none
     (a bootstrap over a few hundred samples is dominated by the bias that repeated samples give FID)."""
     complexity = count_macs(model.unet, example_inputs(model))
-    latency = sampling_latency(model, batch_size=min(64, spec.n_samples), steps=spec.sample_steps, repeats=1)
     score = fid(samples, images, reference_name=f"{spec.data}-all")
     pairs = mean_interval(ssim(samples, reference)) if reference is not None else {"value": 1.0, "low": 1.0, "high": 1.0}
-    metrics = {**complexity, "seconds_per_image": latency["seconds_per_image"],
-               "fid": score["value"], "fid_label": score["label"],
+    metrics = {**complexity, "fid": score["value"], "fid_label": score["label"],
                "ssim": pairs["value"], "ssim_interval": [pairs["low"], pairs["high"]]}
     if model.image_shape[0] == 1 and spec.data == "digits":
         judged = classify_samples(samples, labels=labels)
@@ -348,7 +380,7 @@ def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progres
     requested = sample_labels(model, spec.n_samples)
     rows = []
 
-    def snapshot(report):
+    def snapshot(report, t=None):
         k = len(report.timesteps_used)
         if k in counts:
             pruned = copy.deepcopy(model)  # deepcopy leaves .grad behind: carry the sums so far over
@@ -361,8 +393,10 @@ def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progres
             rows.append({"timesteps": k, "ssim": mean_ssim(samples, reference),
                          "ssim_std": ssim(samples, reference).std().item()})
 
-    accumulate_gradients(model, batch.images, threshold=0.0, max_steps=max(counts), seed=spec.seed, progress=progress,
-                         on_step=snapshot, labels=model.data_conditions(batch)[0])
+    report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=max(counts), seed=spec.seed,
+                                  progress=progress, snapshot_if=lambda report, t, ratio: len(report.timesteps_used)
+                                  in counts, snapshot=snapshot, labels=model.data_conditions(batch)[0])
+    snapshot(report)  # max(counts): the sums the pass ends with
     return pd.DataFrame(rows)
 
 

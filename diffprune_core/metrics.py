@@ -12,6 +12,8 @@ import time
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from .architectures import example_inputs
+from .complexity import count_macs
 from .errors import InputError
 from .pipeline import as_diffusion_model
 from .sampling import ddim_sample
@@ -54,17 +56,64 @@ def sampling_latency(model, *, batch_size: int, steps: int = 100, repeats: int =
 
 
 def relative_latency(model, reference, *, batch_size: int, steps: int = 100, repeats: int = 5) -> dict:
-    """Sampling time of ``model`` as a fraction of ``reference``'s, timed in alternation (A B A B ...).
+    """Sampling time of ``model`` as a fraction of ``reference``'s, timed in alternation (:func:`alternated`):
+    one DDIM run of each model per round; the fraction is the median of the rounds' ratios, with their range."""
+    def one_run(m):
+        return lambda: sampling_latency(m, batch_size=batch_size, steps=steps, repeats=1, warmup=0)["seconds_per_batch"]
 
-    Each round times one DDIM run of each model back to back (after one warm-up run of each); the
-    fraction is the median over rounds of the two times' ratio, so a drift of the machine's speed,
-    common on shared CPUs, cancels out instead of landing on whichever model was timed later.
-    """
+    timed = alternated(one_run(model), one_run(reference), repeats=repeats)
+    return {"fraction": timed["ratio"], "fraction_low": timed["ratio_low"], "fraction_high": timed["ratio_high"],
+            "seconds": timed["seconds"], "reference_seconds": timed["reference_seconds"],
+            "batch_size": batch_size, "steps": steps, "repeats": repeats}
+
+
+def forward_speedups(dense, pruned: dict, *, batch_sizes: list, repeats: int = 3, tokens: int | None = None) -> list:
+    """Measured against counted: for each pruned U-Net (``{label: unet}``) and batch size, its MACs as a fraction of
+    ``dense``'s beside the time of one U-Net forward as a fraction of ``dense``'s, timed in alternation
+    (:func:`alternated`, median and range of the rounds' ratios) under ``torch.inference_mode``. Random weights
+    do: the time does not depend on them. ``tokens``: encoder states of a text encoder's length (architectures)."""
+    dense_macs = count_macs(dense, example_inputs(dense, tokens=tokens))["macs"]
+    rows = []
+    for label, unet in pruned.items():
+        macs = count_macs(unet, example_inputs(unet, tokens=tokens))["macs"]
+        for batch_size in batch_sizes:
+            inputs = example_inputs(dense, batch_size=batch_size, tokens=tokens)
+
+            def forward(model):
+                return seconds_of(lambda: model(**inputs))
+
+            with torch.inference_mode():
+                timed = alternated(forward(unet), forward(dense), repeats=repeats)
+            rows.append({"variant": label, "batch_size": batch_size, "macs_ratio": macs / dense_macs,
+                         "time_ratio": timed["ratio"], "time_ratio_low": timed["ratio_low"],
+                         "time_ratio_high": timed["ratio_high"], "seconds": timed["seconds"],
+                         "dense_seconds": timed["reference_seconds"], "repeats": repeats,
+                         "device": str(next(dense.parameters()).device), "torch_threads": torch.get_num_threads()})
+    return rows
+
+
+def alternated(first, second, *, repeats: int) -> dict:
+    """Two timings taken in alternation, A B A B ..., after one warm-up round; each callable runs its work once and
+    returns its seconds (:func:`seconds_of`). The ratio first / second is the median over rounds of the round's
+    ratio, with its range, so a drift of the machine's speed, common on shared CPUs, cancels out instead of
+    landing on whichever side was timed later; the seconds are medians too."""
     if repeats < 1:
-        raise InputError(f"latency needs at least one repeat, got {repeats}")
-    rounds = [[sampling_latency(m, batch_size=batch_size, steps=steps, repeats=1, warmup=0)["seconds_per_batch"]
-               for m in (model, reference)] for _ in range(repeats + 1)][1:]  # the first round warms both up
-    return {"fraction": statistics.median(a / b for a, b in rounds),
+        raise InputError(f"a timing needs at least one repeat, got {repeats}")
+    rounds = [(first(), second()) for _ in range(repeats + 1)][1:]
+    ratios = [a / b for a, b in rounds]
+    return {"ratio": statistics.median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
             "seconds": statistics.median(a for a, _ in rounds),
             "reference_seconds": statistics.median(b for _, b in rounds),
-            "batch_size": batch_size, "steps": steps, "repeats": repeats}
+            "repeats": repeats}
+
+
+def seconds_of(work):
+    """A callable that runs ``work()`` once and returns its wall time, waiting for a GPU to finish (for
+    :func:`alternated`)."""
+    def timed() -> float:
+        start = time.perf_counter()
+        work()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+    return timed

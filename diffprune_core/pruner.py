@@ -18,10 +18,15 @@ feed-forward) counts each channel once (or, with ``chunk_count="outputs"``, as T
 AdaGroupNorm's groups divide like GroupNorm's; widths that are an interface of the model (the time
 embedding under ``class_embed_type="identity"``, ``time_cond_proj_dim``'s projection) are not pruned.
 A U-Net with any other block is refused before pruning.
+
+:class:`Widths` changes the rounding: Torch-Pruning 1.x's ``round_to`` (the LDM widths of Table 3), or
+``multiple_of`` N, every kept width the nearest multiple of N that the GroupNorm groups and heads allow
+(179 -> 176, 358 -> 360 at N = 8), for kernels that run faster on such widths.
 """
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
@@ -101,33 +106,62 @@ def channel_root(graph, group):
     return graph.get_pruning_group(root, fn, list(range(width)))
 
 
-def select_channels(scores: torch.Tensor, ratio: float, divisions: int, round_to: int | None = None,
-                    counted: int | None = None) -> list:
-    """The lowest-scoring channels to remove, the same number inside each of ``divisions`` parts.
+CHUNK_COUNTS = {
+    "channels": "a group reached through a projection into two halves (GEGLU's value and gate, scale_shift's "
+                "scale and shift) keeps int(C (1 - p)) of its C channels, like every other group",
+    "outputs": "Torch-Pruning 1.x's count, behind the paper's LDM widths: such a group counts the projection's "
+               "2C outputs, so it loses 2C - int(2C (1 - p)) channels, about twice the ratio",
+}
 
-    The number removed is that of a group of ``counted`` channels (default: one per score; see CHUNK_COUNTS),
-    at most all but one of each part.
-    """
-    width = len(scores)
-    size = width // divisions
-    per_part = min(channels_to_remove(counted or width, ratio, divisions, round_to), size - 1)
+
+@dataclass(frozen=True, kw_only=True)
+class Widths:
+    """How many channels a group keeps at a ratio, beyond the paper's rounding (module doc)."""
+    round_to: int | None = None  # keep + (round_to - keep % round_to), as Torch-Pruning 1.x (official LDM script: 2)
+    multiple_of: int | None = None  # every kept width the nearest multiple of this the GroupNorm groups and heads
+    # allow (8: what the hardware's kernels like; issue 12)
+    chunk_count: str = "channels"  # how a group reached through a projection into two halves counts (CHUNK_COUNTS)
+
+    def __post_init__(self):
+        if self.chunk_count not in CHUNK_COUNTS:
+            raise InputError(f"unknown chunk_count {self.chunk_count!r}; choose from {', '.join(CHUNK_COUNTS)}")
+        for name in ("round_to", "multiple_of"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"{name} must be a positive number of channels, got {getattr(self, name)}")
+
+    def removed_per_part(self, width: int, ratio: float, divisions: int, counted: int | None = None) -> int:
+        """Channels removed from each of ``divisions`` equal parts of a width-``width`` group, at most all but one;
+        ``counted`` is the width the ratio applies to (CHUNK_COUNTS), default ``width``."""
+        size = width // divisions
+        per_part = channels_to_remove(counted or width, ratio, divisions, self.round_to)
+        if self.multiple_of:  # kept = divisions * kept per part: the kept per part moves in steps of `step`
+            step = self.multiple_of // math.gcd(self.multiple_of, divisions)
+            if size >= step:
+                kept = min(max(step, step * math.floor((size - per_part) / step + 0.5)), size - size % step)
+                per_part = size - kept
+        return min(per_part, size - 1)
+
+
+def select_channels(scores: torch.Tensor, ratio: float, divisions: int, widths: Widths = Widths(),
+                    counted: int | None = None) -> list:
+    """The lowest-scoring channels to remove, :meth:`Widths.removed_per_part` inside each of ``divisions`` parts."""
+    size = len(scores) // divisions
+    per_part = widths.removed_per_part(len(scores), ratio, divisions, counted)
     chosen = [torch.argsort(scores[d * size:(d + 1) * size], stable=True)[:per_part] + d * size
               for d in range(divisions)]
     return sorted(torch.cat(chosen).tolist())
 
 
-def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int | None = None, ignored_layers=(),
-               chunk_count: str = "channels", removed: dict | None = None):
+def prune_unet(model, importance, *, ratio: float, inputs: dict, widths: Widths = Widths(), ignored_layers=(),
+               removed: dict | None = None):
     """Prune every channel group of a diffusers U-Net in place at channel ratio ``ratio``.
 
     ``importance`` maps a Torch-Pruning group to one score per channel (criteria.StructureImportance).
-    ``conv_out`` (the predicted noise) is never pruned on its output side. ``chunk_count`` says how a group
-    reached through a projection into two halves is counted (:data:`CHUNK_COUNTS`). ``removed``, if given,
+    ``conv_out`` (the predicted noise) is never pruned on its output side. ``widths`` says how many channels a
+    group keeps (the paper's rounding by default). ``removed``, if given,
     is filled with {name of the group's root layer: (its width, the channel indices removed)}. Returns the model.
     """
     check_ratio(ratio)
-    if chunk_count not in CHUNK_COUNTS:
-        raise InputError(f"unknown chunk_count {chunk_count!r}; choose from {', '.join(CHUNK_COUNTS)}")
     check_prunable(model)
     for module in model.modules():  # mark the layers whose channels split into heads or norm groups
         if isinstance(module, Attention):
@@ -143,8 +177,8 @@ def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int |
         group = channel_root(graph, group)
         root, fn = group[0].dep.target.module, group[0].dep.handler
         width = len(group[0].idxs)
-        counted = outputs if chunk_count == "outputs" and outputs == 2 * width else width
-        idxs = select_channels(importance(group), ratio, group_divisions(group), round_to, counted)
+        counted = outputs if widths.chunk_count == "outputs" and outputs == 2 * width else width
+        idxs = select_channels(importance(group), ratio, group_divisions(group), widths, counted)
         if idxs and len(idxs) < width:
             pruning = graph.get_pruning_group(root, fn, idxs)
             if graph.check_pruning_group(pruning):
@@ -157,14 +191,6 @@ def prune_unet(model, importance, *, ratio: float, inputs: dict, round_to: int |
                 delattr(module, mark)
     fix_stale_attributes(model)
     return model
-
-
-CHUNK_COUNTS = {
-    "channels": "a group reached through a projection into two halves (GEGLU's value and gate, scale_shift's "
-                "scale and shift) keeps int(C (1 - p)) of its C channels, like every other group",
-    "outputs": "Torch-Pruning 1.x's count, behind the paper's LDM widths: such a group counts the projection's "
-               "2C outputs, so it loses 2C - int(2C (1 - p)) channels, about twice the ratio",
-}
 
 
 def interface_layers(model) -> list:
@@ -224,14 +250,12 @@ def fix_stale_attributes(model) -> None:
                 module.scale = (module.inner_dim // module.heads) ** -0.5
 
 
-def architecture_counts(unet, inputs: dict, *, ratio: float, round_to: int | None = None,
-                        chunk_count: str = "channels") -> dict:
+def architecture_counts(unet, inputs: dict, *, ratio: float, widths: Widths = Widths()) -> dict:
     """One row of the architecture tables: #Params (M) and MACs (G) of ``unet`` before and after pruning it in
     place at ``ratio`` (magnitude scores: the widths depend on the ratio alone), and the pruning's seconds."""
     dense = count_macs(unet, inputs)
     start = time.perf_counter()
-    prune_unet(unet, StructureImportance("magnitude"), ratio=ratio, inputs=inputs, round_to=round_to,
-               chunk_count=chunk_count)
+    prune_unet(unet, StructureImportance("magnitude"), ratio=ratio, inputs=inputs, widths=widths)
     seconds = time.perf_counter() - start
     pruned = count_macs(unet, inputs)
     return {"params_M": dense["params"] / 1e6, "pruned_params_M": pruned["params"] / 1e6,
@@ -241,7 +265,7 @@ def architecture_counts(unet, inputs: dict, *, ratio: float, round_to: int | Non
 
 
 def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, tolerance: float = 1e-3,
-                          chunk_count: str = "channels") -> float:
+                          widths: Widths = Widths()) -> float:
     """The channel ratio whose pruned architecture removes the fraction of MACs closest to ``macs_reduction``.
 
     Table 4's convention. Widths depend on the ratio alone and change in steps (whole GroupNorm groups),
@@ -255,7 +279,7 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
     def reduction(ratio):
         if ratio not in reductions:
             pruned = prune_unet(copy.deepcopy(model), StructureImportance("magnitude"), ratio=ratio, inputs=inputs,
-                                chunk_count=chunk_count)
+                                widths=widths)
             reductions[ratio] = 1 - count_macs(pruned, inputs)["macs"] / dense
         return reductions[ratio]
 
@@ -272,9 +296,8 @@ def search_ratio_for_macs(model, macs_reduction: float, inputs: dict, *, toleran
 
 def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: float | None = None, images=None,
           alphas_cumprod=None, threshold: float = 0.0, stride: int = 1, max_steps: int | None = None,
-          round_to: int | None = None, seed: int = 0, progress: bool = True,
-          gradients: GradientReport | None = None, labels=None, prompts=None, chunk_count: str = "channels",
-          score_form: str = "equation") -> dict:
+          widths: Widths = Widths(), seed: int = 0, progress: bool = True, gradients: GradientReport | None = None,
+          labels=None, prompts=None, score_form: str = "equation", timesteps_per_forward: int | None = None) -> dict:
     """Algorithm 1 end to end: gradients over the pruned timesteps (for the Taylor criteria), then pruning.
 
     Exactly one of ``ratio`` (channels) and ``macs_reduction`` (Table 4) is given. ``threshold`` is T
@@ -283,7 +306,8 @@ def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: 
     an :func:`accumulate_gradients` whose sums are already in ``param.grad`` (e.g. read back from a
     cache): the loop over timesteps is then skipped. Returns what was done: the ratio used and the
     timesteps whose gradients were summed. ``model`` is a DiffusionModel (or a bare U-Net); its U-Net is
-    pruned in place. A latent model's ``images`` are encoded; ``labels`` / ``prompts`` condition the batch.
+    pruned in place. A latent model's ``images`` are encoded; ``labels`` / ``prompts`` condition the batch;
+    ``timesteps_per_forward`` is Algorithm 1's chunk (default: from memory, see :func:`accumulate_gradients`).
     """
     check_criterion(criterion)
     check_score_form(score_form)
@@ -295,7 +319,7 @@ def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: 
     check_prunable(model.unet)
     inputs = example_inputs(model)
     if macs_reduction is not None:
-        ratio = search_ratio_for_macs(model.unet, macs_reduction, inputs, chunk_count=chunk_count)
+        ratio = search_ratio_for_macs(model.unet, macs_reduction, inputs, widths=widths)
     check_ratio(ratio)
     report = gradients
     if criterion in GRADIENT_CRITERIA and report is None:
@@ -303,9 +327,9 @@ def prune(model, criterion: str, *, ratio: float | None = None, macs_reduction: 
             raise InputError(f"criterion {criterion!r} needs a batch of images")
         report = accumulate_gradients(model, images, alphas_cumprod, seed=seed, stride=stride, max_steps=max_steps,
                                       threshold=threshold if criterion == "diff-pruning" else 0.0, progress=progress,
-                                      labels=labels, prompts=prompts)
+                                      labels=labels, prompts=prompts, timesteps_per_forward=timesteps_per_forward)
     prune_unet(model.unet, StructureImportance(criterion, seed=seed, score_form=score_form), ratio=ratio, inputs=inputs,
-               round_to=round_to, chunk_count=chunk_count)
+               widths=widths)
     model.unet.zero_grad(set_to_none=True)
     return {"criterion": criterion, "score_form": score_form, "ratio": ratio,
             "macs_reduction_target": macs_reduction,

@@ -127,3 +127,25 @@ def timestep_reading(curve: pd.DataFrame) -> str:
     return (f"SSIM rises from {points[0]['value']:.3f} at k = {k(first)} to a peak of {points[peak]['value']:.3f} at "
             f"k = {k(rows[peak])} and falls to {points[-1]['value']:.3f} with {k(last)}, beyond the intervals over "
             "seeds: the late timesteps hurt, the paper's CIFAR-10 pattern.")
+
+
+def speedup_reading(row) -> str:
+    """What a measured time ratio (median with the range of its rounds, :func:`metrics.forward_speedups`) says
+    against the MACs ratio: whether the pruned U-Net is faster at all, and whether its time fell as far as its
+    MACs did."""
+    low, high, macs = row["time_ratio_low"], row["time_ratio_high"], row["macs_ratio"]
+    if low <= 1 <= high:
+        return "not told apart from the dense U-Net's time"
+    if high > 1:
+        return "slower than the dense U-Net"
+    if low <= macs <= high:
+        return "faster, as far as the MACs predict"
+    return "faster, but less than the MACs predict" if low > macs else "faster than even the MACs predict"
+
+
+def rounding_reading(paper_widths, rounded) -> str:
+    """Whether rounded widths changed the measured time ratio of :func:`speedup_reading`'s rows, by their ranges."""
+    side = compare(*({"value": row["time_ratio"], "low": row["time_ratio_low"], "high": row["time_ratio_high"]}
+                     for row in (rounded, paper_widths)))
+    return {"lower": "faster with rounded widths", "higher": "slower with rounded widths",
+            "overlapping": "not told apart by the ranges"}[side]

@@ -5,9 +5,11 @@ import torch_pruning as tp
 from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
-from diffprune_core.criteria import StructureImportance, accumulate_gradients, fixed_noise, timestep_losses
+from diffprune_core.criteria import (MAX_TIMESTEPS_PER_FORWARD, StructureImportance, accumulate_gradients,
+                                     default_timesteps_per_forward, fixed_noise, timestep_losses)
 from diffprune_core.errors import InputError
 from diffprune_core.pipeline import noise_scheduler
+from diffprune_core.thresholds import relative_losses
 
 ALPHAS = noise_scheduler().alphas_cumprod
 
@@ -27,14 +29,14 @@ class KnownLossModel(nn.Module):
         self.seen = []
         self.noises = []  # the eps recovered from each x_t
 
-    def forward(self, noisy, timesteps):
-        t = int(timesteps[0])
-        self.seen.append((t, self.training))
-        a = ALPHAS[t]
-        eps = (noisy - a.sqrt() * self.images) / (1 - a).sqrt()
-        self.noises.append(eps.detach())
-        shift = self.scale(t) * self.w.view(1, 2, 1, 1)
-        return type("Out", (), {"sample": eps + shift})()
+    def forward(self, noisy, timesteps):  # the batch once per timestep (Algorithm 1 runs several in one forward)
+        n = len(self.images)
+        self.seen += [(int(t), self.training) for t in timesteps[::n]]
+        a = ALPHAS[timesteps].view(-1, 1, 1, 1)
+        eps = (noisy - a.sqrt() * self.images.repeat(len(noisy) // n, 1, 1, 1)) / (1 - a).sqrt()
+        self.noises += list(eps.detach().split(n))
+        scale = torch.tensor([self.scale(int(t)) for t in timesteps]).view(-1, 1, 1, 1)
+        return type("Out", (), {"sample": eps + scale * self.w.view(1, 2, 1, 1)})()
 
 
 def known_model():
@@ -42,10 +44,12 @@ def known_model():
     return KnownLossModel(images, lambda t: 1.0 / (1 + t)), images
 
 
-def test_threshold_keeps_steps_above_T_and_drops_the_crossing_step():
+@pytest.mark.parametrize("per_forward", [1, 3, None])  # 3: the stop (t = 4) falls inside the second forward
+def test_threshold_keeps_steps_above_T_and_drops_the_crossing_step(per_forward):
     model, images = known_model()
     model.train()
-    report = accumulate_gradients(model, images, ALPHAS, threshold=0.05, progress=False)
+    report = accumulate_gradients(model, images, ALPHAS, threshold=0.05, timesteps_per_forward=per_forward,
+                                  progress=False)
     # L_t / L_max = 1 / (1 + t)^2 > 0.05 for t = 0..3; t = 4 gives 0.04 and stops the loop (Algorithm 1, line 8).
     assert report.timesteps_used == [0, 1, 2, 3]
     assert report.stopped_at == 4
@@ -65,16 +69,21 @@ def test_threshold_zero_uses_every_timestep_in_ascending_order():
     assert report.stopped_at is None
 
 
-def test_max_steps_caps_the_number_of_timesteps():
+@pytest.mark.parametrize("per_forward", [1, 3])
+def test_max_steps_caps_the_number_of_timesteps(per_forward):
     model, images = known_model()
-    report = accumulate_gradients(model, images, ALPHAS, threshold=0.0, max_steps=7, progress=False)
+    report = accumulate_gradients(model, images, ALPHAS, threshold=0.0, max_steps=7, timesteps_per_forward=per_forward,
+                                  progress=False)
     assert report.timesteps_used == list(range(7))
+    assert [t for t, _ in model.seen] == list(range(7)), "no forward past the cap"
 
 
-def test_one_noise_reused_at_every_timestep_and_fixed_by_the_seed():
+@pytest.mark.parametrize("per_forward", [1, 4])
+def test_one_noise_reused_at_every_timestep_and_fixed_by_the_seed(per_forward):
     """Algorithm 1, line 3: one eps for all t. Fresh noise per t (or noise not from the seed) fails this."""
     model, images = known_model()
-    accumulate_gradients(model, images, ALPHAS, threshold=0.0, stride=250, seed=5, progress=False)
+    accumulate_gradients(model, images, ALPHAS, threshold=0.0, stride=250, seed=5, timesteps_per_forward=per_forward,
+                         progress=False)
     assert len(model.noises) == 4
     for eps in model.noises[1:]:
         torch.testing.assert_close(eps, model.noises[0], rtol=1e-3, atol=1e-3)
@@ -87,6 +96,42 @@ def test_losses_of_the_curve_and_of_algorithm1_agree(tiny_unet):
     losses = timestep_losses(tiny_unet, images, ALPHAS, timesteps=[0, 500], seed=3, progress=False)
     report = accumulate_gradients(tiny_unet, images, ALPHAS, threshold=0.0, stride=500, seed=3, progress=False)
     torch.testing.assert_close(torch.tensor([report.losses[0], report.losses[500]]), losses)
+
+
+def test_timesteps_sharing_a_forward_give_the_loops_timesteps_and_sums(tiny_unet):
+    """Issue 12: several timesteps per forward/backward, the same timesteps used and the same sums as one at a time,
+    for thresholds that stop at different places (inside a chunk among them) and chunk sizes that do not divide."""
+    images = torch.rand(4, 1, 16, 16) * 2 - 1
+    ratios = relative_losses(timestep_losses(tiny_unet, images, ALPHAS, timesteps=range(0, 1000, 25), seed=1,
+                                             progress=False))
+    thresholds = [0.0, *sorted({round(float(ratios[1:].quantile(q)), 6) for q in (0.2, 0.6)})]
+    stops_inside = 0
+    for threshold in thresholds:
+        reports, sums = [], []
+        for per_forward in (1, 3, 8):
+            reports.append(accumulate_gradients(tiny_unet, images, ALPHAS, threshold=threshold, stride=25, seed=1,
+                                                timesteps_per_forward=per_forward, progress=False))
+            sums.append([p.grad.clone() for p in tiny_unet.parameters()])
+        loop = reports[0]
+        for report, grads in zip(reports[1:], sums[1:]):
+            assert (report.timesteps_used, report.stopped_at) == (loop.timesteps_used, loop.stopped_at), threshold
+            assert report.losses == pytest.approx(loop.losses, rel=1e-5)
+            for mine, expected in zip(grads, sums[0]):
+                torch.testing.assert_close(mine, expected, rtol=1e-4, atol=1e-6)
+        stops_inside += loop.stopped_at is not None and len(loop.timesteps_used) % 3 != 0
+    assert stops_inside, "a stop inside a chunk of 3 must be among the cases"
+
+
+def test_timesteps_per_forward_from_memory(tiny_unet, monkeypatch):
+    images = torch.rand(4, 1, 16, 16) * 2 - 1
+    report = accumulate_gradients(tiny_unet, images, ALPHAS, max_steps=2, progress=False)
+    assert report.timesteps_used == [0, 1]
+    x0, noise = images, fixed_noise(images, 0)
+    assert default_timesteps_per_forward(tiny_unet, x0, noise, ALPHAS, {}) == MAX_TIMESTEPS_PER_FORWARD
+    monkeypatch.setattr("os.sysconf", lambda name: 1024)  # a machine with a megabyte: one timestep at a time
+    assert default_timesteps_per_forward(tiny_unet, x0, noise, ALPHAS, {}) == 1
+    with pytest.raises(InputError, match="timesteps per forward"):
+        accumulate_gradients(tiny_unet, images, ALPHAS, timesteps_per_forward=0, progress=False)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])

@@ -55,6 +55,10 @@ def test_runs_are_measured_once_and_cached(spec, tmp_path):
     assert rows.confident_rate[1] == pytest.approx(classify_samples(samples)["confident_rate"])
     assert rows.seconds_per_image[1] > 0
     metrics = root / run_key(spec) / "metrics.json"
+    phases = json.loads(metrics.read_text())["phases_s"]  # the build profile's (tools/build_profile.py)
+    assert set(phases) == {"pruning", "fine_tuning", "sampling", "measuring"}
+    assert rows.seconds_per_image[1] == pytest.approx(phases["sampling"] / spec.n_samples, abs=0.01)
+    assert sum(phases.values()) <= rows.wall_time_s[1] + 0.1
     metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "fid": -1.0}))
     assert run(spec, root=root)["fid"] == -1.0, "a finished run is read back, not recomputed"
 

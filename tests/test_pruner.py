@@ -10,7 +10,7 @@ from diffprune_core.architectures import DATA_DIR, build_paper_unet, example_inp
 from diffprune_core.complexity import count_macs
 from diffprune_core.criteria import StructureImportance
 from diffprune_core.errors import InputError
-from diffprune_core.pruner import architecture_counts, channels_to_remove, prune_unet, search_ratio_for_macs
+from diffprune_core.pruner import Widths, architecture_counts, channels_to_remove, prune_unet, search_ratio_for_macs
 
 PAPER = pd.read_csv(DATA_DIR / "paper_tables.csv")
 # (paper U-Net, the table row that gives its pruned columns, round_to of the official script, and how its
@@ -36,8 +36,8 @@ def test_paper_architecture_columns_at_ratio_0_3(name):
     dense = count_macs(model, inputs)
     assert dense["params"] / 1e6 == pytest.approx(paper_columns(table, dataset, "pretrained")[0], rel=0.02)
     assert dense["macs"] / 1e9 == pytest.approx(paper_columns(table, dataset, "pretrained")[1], rel=0.02)
-    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=inputs, round_to=round_to,
-               chunk_count=chunk_count)
+    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=inputs,
+               widths=Widths(round_to=round_to, chunk_count=chunk_count))
     pruned = count_macs(model, inputs)
     params, macs = paper_columns(table, dataset, "scratch")  # same architecture as the pruned rows
     assert pruned["params"] / 1e6 == pytest.approx(params, rel=0.02)
@@ -55,6 +55,30 @@ def test_cifar_widths_follow_the_papers_rounding():
     assert (attn.to_q.out_features, attn.to_k.out_features, attn.to_v.out_features) == (179, 179, 179)
     assert model.time_embedding.linear_1.out_features == 358
     assert model.conv_out.out_channels == 3
+
+
+def test_widths_multiple_of_8_keep_the_groupnorm_and_head_constraints():
+    """Issue 12: every kept width the nearest multiple of 8 (179 -> 176, 358 -> 360), GroupNorm groups equal."""
+    model = build_paper_unet("cifar10-32")
+    prune_unet(model, StructureImportance("magnitude"), ratio=0.3, inputs=example_inputs(model),
+               widths=Widths(multiple_of=8))
+    attn = model.down_blocks[1].attentions[0]
+    assert (attn.to_q.out_features, model.time_embedding.linear_1.out_features) == (176, 360)
+    assert model.down_blocks[0].resnets[0].conv1.out_channels == 96  # 32 GroupNorm groups of 3: already a multiple
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module is not model.conv_out:
+            assert module.out_features % 8 == 0 if isinstance(module, nn.Linear) else module.out_channels % 8 == 0
+        if isinstance(module, nn.GroupNorm):
+            assert module.num_channels % module.num_groups == 0
+    inputs = example_inputs(model)
+    assert model(**inputs).sample.shape == inputs["sample"].shape
+    six_groups = Widths(multiple_of=8)  # 6 GroupNorm groups of 32: steps of 4 per group keep 24 | kept
+    assert [six_groups.removed_per_part(192, ratio, 6) for ratio in (0.1, 0.3, 0.5)] == [4, 8, 16]
+    assert Widths(multiple_of=8).removed_per_part(4, 0.3, 1) == 2, "narrower than 8: the paper's rounding (keeps 2)"
+    with pytest.raises(InputError, match="multiple_of"):
+        Widths(multiple_of=0)
+    with pytest.raises(InputError, match="chunk_count"):
+        Widths(chunk_count="halves")
 
 
 def test_channels_to_remove():
@@ -135,7 +159,7 @@ def test_geglu_feed_forward_counts_channels_or_outputs():
                                          attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")).eval()
             prune_unet(model, StructureImportance(criterion), ratio=0.3, inputs=example_inputs(model),
-                       chunk_count=chunk_count)
+                       widths=Widths(chunk_count=chunk_count))
             ff = model.down_blocks[0].attentions[0].transformer_blocks[0].ff
             assert ff.net[0].proj.out_features == 2 * ff.net[2].in_features
             widths.add(ff.net[2].in_features)

@@ -3,7 +3,8 @@ import math
 
 import pandas as pd
 
-from diffprune_core.verdicts import interval, orders_agree, table1_claims, threshold_claims, timestep_reading
+from diffprune_core.verdicts import (interval, orders_agree, rounding_reading, speedup_reading, table1_claims,
+                                     threshold_claims, timestep_reading)
 
 
 def table1(fids: dict, half: float) -> pd.DataFrame:
@@ -67,3 +68,15 @@ def test_timestep_reading_follows_the_intervals():
     assert "neither hurt" in timestep_reading(curve([0.5, 0.8, 0.78], 0.05))
     assert "does not rise" in timestep_reading(curve([0.5, 0.52, 0.51], 0.05))
     assert interval(pd.Series({"x": 1.0}), "x") == {"value": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_speed_readings_come_from_the_ranges():
+    row = {"macs_ratio": 0.56, "time_ratio": 0.6, "time_ratio_low": 0.58, "time_ratio_high": 0.62}
+    assert speedup_reading(row) == "faster, but less than the MACs predict"
+    assert speedup_reading({**row, "time_ratio_low": 0.5}) == "faster, as far as the MACs predict"
+    assert speedup_reading({**row, "time_ratio_low": 0.9, "time_ratio_high": 1.1}) == \
+        "not told apart from the dense U-Net's time"
+    assert speedup_reading({**row, "time_ratio_low": 0.4, "time_ratio_high": 0.5}) == "faster than even the MACs predict"
+    rounded = {**row, "time_ratio": 0.5, "time_ratio_low": 0.49, "time_ratio_high": 0.51}
+    assert rounding_reading(row, rounded) == "faster with rounded widths"
+    assert rounding_reading(row, {**rounded, "time_ratio_high": 0.59}) == "not told apart by the ranges"
