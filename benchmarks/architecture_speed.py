@@ -15,22 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from diffusers import UNet2DConditionModel
 
 from diffprune_core.architectures import build_paper_unet, example_inputs, paper_unet_configs
 from diffprune_core.criteria import StructureImportance
 from diffprune_core.metrics import forward_speedups, relative_latency
 from diffprune_core.paper import paper_rows
 from diffprune_core.pipeline import DiffusionModel
-from diffprune_core.pruner import Widths, prune_unet, search_ratio_for_macs
-
-
-def paper_widths(unet, multiple_of: int | None = None) -> Widths:
-    """The widths chapter 8 reproduces (the LDM's as the official script pruned it: round_to 2, GEGLU counted in
-    outputs), then each rounded to the nearest ``multiple_of`` if given."""
-    if isinstance(unet, UNet2DConditionModel):
-        return Widths(round_to=2, chunk_count="outputs", multiple_of=multiple_of)
-    return Widths(multiple_of=multiple_of)
+from diffprune_core.pruner import paper_widths, prune_unet, search_ratio_for_macs
 
 
 def pruned_variants(dense, name: str, multiple_of: int) -> dict:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 import torch_pruning as tp
+from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.normalization import AdaGroupNorm
@@ -140,6 +141,16 @@ class Widths:
                 kept = min(max(step, step * math.floor((size - per_part) / step + 0.5)), size - size % step)
                 per_part = size - kept
         return min(per_part, size - 1)
+
+
+def paper_widths(unet, *, ldm_round_to: int | None = 2, ldm_chunk_count: str = "outputs",
+                 multiple_of: int | None = None) -> Widths:
+    """The widths behind the paper's tables: its rounding for the DDPMs (UNet2DModel); for the LDM
+    (UNet2DConditionModel) as the official script pruned it, ``round_to`` 2 and the GEGLU feed-forward counted in
+    outputs (Tables 2-3 chapter); each then rounded to the nearest ``multiple_of`` if given."""
+    if isinstance(unet, UNet2DConditionModel):
+        return Widths(round_to=ldm_round_to, chunk_count=ldm_chunk_count, multiple_of=multiple_of)
+    return Widths(multiple_of=multiple_of)
 
 
 def select_channels(scores: torch.Tensor, ratio: float, divisions: int, widths: Widths = Widths(),

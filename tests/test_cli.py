@@ -65,6 +65,8 @@ def test_released_code_scores_make_taylor_and_diff_pruning_at_T0_one_method(mode
     (["--criterion", "diff-pruning", "--data", "folder:/no/such/dir"], "dir"),
     (["--criterion", "diff-pruning", "--data", "cifar10:/no/such/root"], "cifar"),
     (["--criterion", "taylor", "--score-form", "squared"], "--score-form"),
+    (["--criterion", "magnitude", "--multiple-of", "0"], "multiple_of"),
+    (["--criterion", "diff-pruning", "--timesteps-per-forward", "0"], "--timesteps-per-forward"),
 ])
 def test_bad_input_exits_with_one_line_and_writes_nothing(model_dir, tmp_path, capsys, args, message):
     out = tmp_path / "out"

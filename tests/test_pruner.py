@@ -10,7 +10,8 @@ from diffprune_core.architectures import DATA_DIR, build_paper_unet, example_inp
 from diffprune_core.complexity import count_macs
 from diffprune_core.criteria import StructureImportance
 from diffprune_core.errors import InputError
-from diffprune_core.pruner import Widths, architecture_counts, channels_to_remove, prune_unet, search_ratio_for_macs
+from diffprune_core.pruner import (Widths, architecture_counts, channels_to_remove, paper_widths, prune_unet,
+                                   search_ratio_for_macs)
 
 PAPER = pd.read_csv(DATA_DIR / "paper_tables.csv")
 # (paper U-Net, the table row that gives its pruned columns, round_to of the official script, and how its
@@ -174,3 +175,9 @@ def test_architecture_counts_are_the_counts_before_and_after_pruning(tiny_unet):
     assert counts["params_M"] == dense["params"] / 1e6 and counts["pruned_params_M"] == pruned["params"] / 1e6
     assert counts["macs_G"] == dense["macs"] / 1e9 and counts["pruned_macs_G"] == pruned["macs"] / 1e9
     assert pruned["params"] < dense["params"] and counts["prune_seconds"] > 0
+
+
+def test_paper_widths_are_the_official_scripts(tiny_unet, tiny_cond_unet):
+    assert paper_widths(tiny_unet) == Widths()
+    assert paper_widths(tiny_cond_unet) == Widths(round_to=2, chunk_count="outputs")
+    assert paper_widths(tiny_cond_unet, multiple_of=8, ldm_round_to=None).multiple_of == 8
