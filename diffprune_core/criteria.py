@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 import torch
 import torch_pruning as tp
 from torch import nn
-from tqdm.auto import tqdm
 
 from .errors import InputError
 from .pipeline import as_diffusion_model, rows_of, to_device
+from .progress import bar
 
 CRITERIA = ("random", "magnitude", "taylor", "diff-pruning")
 GRADIENT_CRITERIA = ("taylor", "diff-pruning")
@@ -140,7 +140,7 @@ def timestep_losses(model, images, alphas_cumprod=None, *, timesteps, seed: int 
     timesteps = list(timesteps)
     chunks = [timesteps[i:i + chunk] for i in range(0, len(timesteps), chunk)]
     losses = torch.cat([chunk_losses(model.unet, x0, noise, ts, alphas_cumprod, conditions).cpu()
-                        for ts in tqdm(chunks, desc=f"L_t ({chunk} timesteps a forward)", disable=not progress)])
+                        for ts in bar(chunks, desc=f"L_t ({chunk} timesteps a forward)", progress=progress)])
     for t, value in zip(timesteps, losses.tolist()):
         check_finite_loss(value, t)
     return losses
@@ -206,7 +206,7 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
     steps = list(range(0, len(alphas_cumprod), stride))
     limit = len(steps) if max_steps is None else min(max_steps, len(steps))
     report = GradientReport()
-    bar = tqdm(total=limit, desc=f"Taylor over timesteps (T={threshold}, {chunk} a forward)", disable=not progress)
+    loop = bar(total=limit, desc=f"Taylor over timesteps (T={threshold}, {chunk} a forward)", progress=progress)
     done = False
     while not done and len(report.losses) < len(steps):
         timesteps = steps[len(report.losses):][:min(chunk, limit - len(report.timesteps_used))]
@@ -230,9 +230,9 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
                 break
         if kept:
             torch.stack(kept).sum().backward()
-        bar.update(len(timesteps))
-        bar.set_postfix(ratio=f"{ratio:.3f}")
-    bar.close()
+        loop.update(len(timesteps))
+        loop.set_postfix(ratio=f"{ratio:.3f}")
+    loop.close()
     return report
 
 

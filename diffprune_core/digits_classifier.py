@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.transforms.functional import rgb_to_grayscale
-from tqdm.auto import tqdm
 
 from .data import DATA_DIR, load_images, to_model_range
 from .errors import InputError
 from .fileio import atomic_dir, check_output_dir, write_json
+from .progress import bar
 
 CLASSIFIER_DIR = DATA_DIR / "digits_classifier"
 IMAGE_SIZE = 16
@@ -99,7 +99,7 @@ def train_classifier(config: ClassifierTraining, progress: bool = True) -> tuple
     optimizer = torch.optim.Adam(classifier.parameters(), lr=config.learning_rate)
     shift = config.max_shift
     padded = F.pad(images, (shift,) * 4, value=-1)
-    for _ in tqdm(range(config.epochs), desc="digits classifier", disable=not progress):
+    for _ in bar(range(config.epochs), desc="digits classifier", progress=progress):
         for batch in train[torch.randperm(len(train), generator=generator)].split(config.batch_size):
             dy, dx = torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist()
             loss = F.cross_entropy(classifier(padded[batch, :, dy:dy + IMAGE_SIZE, dx:dx + IMAGE_SIZE]), labels[batch])

@@ -40,6 +40,7 @@ from .intervals import mean_interval, proportion_interval
 from .metrics import mean_ssim, relative_latency, ssim
 from .pruner import prune, prune_unet
 from .pipeline import as_diffusion_model
+from .results import library_digest
 from .sampling import ddim_sample
 from .training import TrainConfig, reinitialise, train
 
@@ -79,18 +80,10 @@ class RunSpec:
         check_score_form(self.score_form)
 
 
-def code_digest() -> str:
-    """SHA-256 of the library's source files: a cached result does not outlive the code that made it."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()
-
-
 def settings_digest(settings: dict, teacher: str) -> str:
-    """SHA-256 of ``settings`` (JSON), of the library's code and of the teacher's weight files."""
+    """SHA-256 of ``settings`` (JSON), of :func:`results.library_digest` and of the teacher's weight files."""
     folder = Path(teacher)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + code_digest().encode())
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + library_digest().encode())
     for path in sorted(folder.rglob("*.safetensors")) if folder.is_dir() else []:  # a pipeline's in its folders
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -14,8 +14,9 @@ covariances S, by torch-fidelity's ``fid_features_to_statistics`` and ``fid_stat
 The reference statistics are cached under ``cache_dir`` without pickle (torch-fidelity's own cache
 uses torch.save/torch.load): ``<name>-<size>px-<count>-<pixel hash>-<extractor>.safetensors`` holds
 mu and S, and the ``.json`` beside it the reference's identity (name, image size, channels, count,
-sha256 of the pixels) and the extractor's id. An entry is used only when its JSON names exactly
-that reference and extractor, so a changed image set or classifier never reads stale statistics.
+sha256 of the pixels), the extractor's id and :func:`results.library_digest` (the library's code and
+package versions). An entry is used only when its JSON names exactly that reference, extractor and
+library, so a changed image set, classifier, library or torch-fidelity never reads stale statistics.
 """
 import hashlib
 import json
@@ -37,6 +38,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from .data import load_images
 from .digits_classifier import classifier_info, load_classifier, to_classifier_input
 from .errors import InputError
+from .results import library_digest
 
 EXTRACTORS = {"digits": "FID (digits features)", "inception": "FID (Inception-v3)"}
 CACHE_DIR = Path.home() / ".cache" / "diffprune" / "fid"
@@ -139,7 +141,8 @@ def fid_statistics(images: torch.Tensor, extractor: FeatureExtractorBase, batch_
 
 
 def reference_identity(name: str, images: torch.Tensor, extractor: str, extractor_id: str) -> dict:
-    """What a cache entry must match: the reference (name, shape, count, sha256 of its uint8 pixels) and extractor.
+    """What a cache entry must match: the reference (name, shape, count, sha256 of its uint8 pixels), the extractor
+    and the library (:func:`results.library_digest`).
 
     'cache_name' is '<name>-<size>px-<count>-<pixel hash>', safe as a file name.
     """
@@ -147,7 +150,8 @@ def reference_identity(name: str, images: torch.Tensor, extractor: str, extracto
     slug = re.sub(r"[^A-Za-z0-9_.]+", "_", name).strip("_")
     return {"format": STATISTICS_FORMAT, "cache_name": f"{slug}-{images.shape[-1]}px-{len(images)}-{digest[:12]}",
             "reference": name, "image_size": list(images.shape[-2:]), "channels": images.shape[1],
-            "count": len(images), "pixels_sha256": digest, "extractor": extractor_id, "label": EXTRACTORS[extractor]}
+            "count": len(images), "pixels_sha256": digest, "extractor": extractor_id, "label": EXTRACTORS[extractor],
+            "library": library_digest()}
 
 
 def write_atomically(path: Path, write) -> None:

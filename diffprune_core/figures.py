@@ -8,7 +8,8 @@ not. FID keeps its extractor in the column name ("FID (digits features)" for our
 :func:`beside_paper` joins them row for row and :func:`plot_beside_paper` draws the joined table,
 one panel per metric and per source. :func:`teacher_loss_curve` is the teacher's L_t on Algorithm
 1's batch (Figure 5, and the timestep counts of Table 5), :func:`pruned_size` the widths a ratio
-leaves (Figure 4's 5%), :func:`plot_sample_rows` samples of several models side by side.
+leaves (Figure 4's 5%), :func:`plot_sample_rows` samples of several models side by side,
+:func:`plot_build_profile` where a build of the book spent its time (the provenance chapter).
 """
 import copy
 
@@ -25,6 +26,7 @@ from .experiments import RunSpec
 from .intervals import formatted
 from .pruner import prune_unet
 from .pipeline import noise_scheduler
+from .results import PHASES
 from .thresholds import relative_losses
 
 METHOD_LABELS = {"pretrained": "Pretrained", "teacher": "Pretrained", "scratch": "Scratch training",
@@ -281,5 +283,20 @@ def plot_sample_rows(samples: dict, captions: dict, *, n: int = 8):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(f"{label}\n{captions.get(label, '')}", rotation=0, ha="right", va="center", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_build_profile(profile: pd.DataFrame):
+    """Minutes per chapter (:func:`results.build_profile`, without its 'all' row) as stacked bars, one colour per
+    phase of the runs the chapter computed and grey for the rest of its time."""
+    chapters = profile[profile["chapter"] != "all"].iloc[::-1]  # the first chapter at the top
+    figure, ax = plt.subplots(figsize=(8, 0.45 * len(chapters) + 1.2))
+    left = pd.Series(0.0, index=chapters.index)
+    for phase, colour in zip([*PHASES, "other"], ["tab:blue", "tab:orange", "tab:green", "tab:purple", "0.7"]):
+        ax.barh(chapters["chapter"], chapters[phase], left=left, color=colour, label=phase.replace("_", "-"))
+        left += chapters[phase]
+    ax.set(xlabel="minutes", title="Where the build's time went")
+    ax.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     return figure

@@ -37,11 +37,11 @@ from pathlib import Path
 
 import diffusers
 import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from tqdm.auto import tqdm
 
 from .architectures import example_inputs
 from .checkpoints import first_line, load_model
@@ -52,12 +52,11 @@ from .errors import InputError
 from .fileio import atomic_dir, check_output_dir, write_json
 from .metrics import mean_ssim
 from .pipeline import ClassEmbedder, DiffusionModel, noise_scheduler
+from .progress import bar
 from .sampling import ddim_sample
 from .teacher import sample_quality, save_grid
 from .training import TrainConfig, batch_indices, derived_seed, train
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 IMAGE_SIZE, CLASSES = 16, 10
 AUTOENCODER_KWARGS = dict(
@@ -107,8 +106,8 @@ def train_autoencoder(autoencoder: AutoencoderKL, images: torch.Tensor, *, steps
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=AUTOENCODER_CONFIG["lr"])
     rows = []
     autoencoder.train()
-    bar = tqdm(range(steps), desc="autoencoder training", disable=not progress)
-    for step in bar:
+    loop = bar(range(steps), desc="autoencoder training", progress=progress)
+    for step in loop:
         x = images[batch_indices(len(images), AUTOENCODER_CONFIG["batch_size"], seed, step)]
         posterior = autoencoder.encode(x).latent_dist
         z = posterior.sample(generator=torch.Generator().manual_seed(derived_seed(seed, step)))
@@ -120,7 +119,7 @@ def train_autoencoder(autoencoder: AutoencoderKL, images: torch.Tensor, *, steps
         optimizer.step()
         rows.append({"step": step + 1, "loss": loss.item(), "mse": reconstruction.item(), "kl": kl.item()})
         if (step + 1) % 50 == 0:
-            bar.set_postfix(mse=f"{reconstruction.item():.4f}")
+            loop.set_postfix(mse=f"{reconstruction.item():.4f}")
     autoencoder.eval()
     return pd.DataFrame(rows)
 
@@ -261,6 +260,7 @@ def check_latent_teacher(folder) -> dict:
 
 
 def main(argv=None) -> None:
+    matplotlib.use("Agg")  # a command writes its figures to files; a notebook importing this module keeps its backend
     parser = argparse.ArgumentParser(description="Train the latent miniature (module doc): autoencoder, then U-Net.")
     stages = parser.add_subparsers(dest="stage", required=True)
     first = stages.add_parser("autoencoder", help="train the autoencoder on the digits")

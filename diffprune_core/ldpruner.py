@@ -39,12 +39,12 @@ from diffusers.models.resnet import ResnetBlock2D, ResnetBlockCondNorm2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_2d_blocks import KAttentionBlock
 from torch import nn
-from tqdm.auto import tqdm
 
 from .architectures import example_inputs
 from .complexity import count_macs, count_params
 from .errors import InputError
 from .pipeline import as_diffusion_model
+from .progress import bar
 from .pruner import check_ratio
 from .sampling import ddim_sample
 
@@ -184,7 +184,7 @@ def score_operators(model, generate, *, inputs: dict | None = None, progress: bo
     reference = generate(model)
     dense_macs = count_macs(model, inputs)["macs"]
     rows = []
-    for op in tqdm(enumerate_operators(model), desc="LD-Pruner operators", disable=not progress):
+    for op in bar(enumerate_operators(model), desc="LD-Pruner operators", progress=progress):
         module = model.get_submodule(op.name)
         for modification in op.modifications:
             with modification_applied(model, op.name, modification):

@@ -15,10 +15,10 @@ prediction. :func:`propagate_errors` measures the real deviation, network respon
 """
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .errors import InputError
 from .pipeline import noise_scheduler
+from .progress import bar
 from .sampling import initial_noise
 
 
@@ -89,7 +89,7 @@ def propagate_errors(model, *, timesteps, scales, n: int = 4, seed: int = 0, bat
         steps = torch.full((1,), t - 1, dtype=torch.long, device=parameter.device)
         return torch.cat([model(b.to(parameter.device, parameter.dtype), steps).sample.double().cpu() for b in batches])
 
-    for t in tqdm(range(T, 0, -1), desc="Eq. 3 with injected errors", disable=not progress):
+    for t in bar(range(T, 0, -1), desc="Eq. 3 with injected errors", progress=progress):
         z = torch.randn((n, *shape), generator=z_stream).double()
         keys = list(perturbed)
         epsilon = eps(torch.cat([clean, *perturbed.values()]), t).split(n)

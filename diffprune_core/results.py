@@ -17,18 +17,22 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 
 from .errors import InputError
 from .fileio import write_json
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+LIBRARY_DIR = Path(__file__).resolve().parent
+REPO_ROOT = LIBRARY_DIR.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PACKAGES = ("torch", "diffusers", "torch-pruning", "accelerate", "torch-fidelity")
 DEFAULT_RUN = "default"
+PHASES = ("pruning", "fine_tuning", "sampling", "measuring")  # of a run's wall time (experiments.PhaseClock)
 
 # Deterministic SVG files: fixed element ids and no creation date.
 matplotlib.rcParams["svg.hashsalt"] = "diffprune"
@@ -106,8 +110,19 @@ def package_versions() -> dict:
     return versions
 
 
-def write_metadata(folder, params: dict, seed: int | list, wall_time_s: float) -> dict:
-    """Write ``metadata.json`` into ``folder``: parameters, seed, wall time, versions, git, and the files there."""
+def library_digest() -> str:
+    """SHA-256 of the library's source files and of :func:`package_versions` (torch, diffusers, torch-pruning,
+    accelerate, torch-fidelity, Python): what a cached result's key must hold besides its settings."""
+    digest = hashlib.sha256()
+    for path in sorted(LIBRARY_DIR.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update(json.dumps(package_versions(), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def write_metadata(folder, params: dict, seed: int | list | None, wall_time_s: float) -> dict:
+    """Write ``metadata.json`` into ``folder``: parameters, seed, wall time, versions, git, the library's digest,
+    and the files there."""
     import torch
 
     folder = Path(folder)
@@ -118,6 +133,7 @@ def write_metadata(folder, params: dict, seed: int | list, wall_time_s: float) -
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": git_commit(),
         "packages": package_versions(),
+        "library_digest": library_digest(),
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
         "files": sorted(p.name for p in folder.iterdir() if p.name != "metadata.json"),
     }
@@ -136,3 +152,65 @@ def save_figure(figure, folder, name: str) -> None:
     """A matplotlib figure as ``folder/name.png`` (for the page) and ``folder/name.svg`` (for print)."""
     figure.savefig(Path(folder) / f"{name}.png", dpi=150, bbox_inches="tight", metadata={"Software": None})
     figure.savefig(Path(folder) / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
+
+
+def chapter_metadata(runs: str = DEFAULT_RUN, root=None) -> list:
+    """(chapter, run, metadata) of every ``<root>/<chapter>/<run>/metadata.json`` whose run matches the glob
+    ``runs`` ("default": the book's own results; "*": every run), sorted by chapter and run."""
+    root = Path(root) if root is not None else results_root()
+    return [(path.parent.parent.name, path.parent.name, json.loads(path.read_text()))
+            for path in sorted(root.glob(f"[0-9][0-9]_*/{runs}/metadata.json"))]
+
+
+def provenance(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
+    """One row per chapter result (see :func:`chapter_metadata`): when it finished, its wall time and seed, the
+    git commit ("+changes" when tracked files differed), the library digest, the package versions and the
+    parameters as JSON, with paths inside the repository written relative to it."""
+    rows = []
+    for chapter, run, metadata in chapter_metadata(runs, root):
+        git = metadata.get("git") or {}
+        commit = (git.get("commit") or "")[:10] + ("+changes" if git.get("dirty") else "")
+        parameters = json.dumps(metadata["parameters"]).replace(str(REPO_ROOT) + "/", "")
+        rows.append({"chapter": chapter, "run": run, "finished": metadata["finished"],
+                     "wall_time_s": metadata["wall_time_s"], "seed": json.dumps(metadata["seed"]), "commit": commit,
+                     "library_digest": (metadata.get("library_digest") or "")[:12], **metadata["packages"],
+                     "parameters": parameters})
+    return pd.DataFrame(rows)
+
+
+def build_profile(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
+    """Minutes per chapter: its wall time and the phases (:data:`PHASES`) of the runs it computed, plus 'other'.
+
+    A run of ``<root>/runs/*/metrics.json`` belongs to the chapter whose execution window (its finish minus its
+    wall time) holds the run's finish: the chapter that computed it, as later ones read it back. 'other' is the
+    rest of a chapter's time (shared Algorithm 1 passes, Figure 5's and LD-Pruner's own work, timings, plots).
+    The last row, 'all', sums the chapters.
+    """
+    root = Path(root) if root is not None else results_root()
+
+    def when(stamp: str) -> datetime:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
+
+    chapters = []
+    for chapter, _, metadata in chapter_metadata(runs, root):
+        end = when(metadata["finished"])
+        chapters.append({"chapter": chapter, "start": end - timedelta(seconds=metadata["wall_time_s"]), "end": end,
+                         "wall": metadata["wall_time_s"], "runs": 0, **dict.fromkeys(PHASES, 0.0)})
+    for path in root.glob("runs/*/metrics.json"):
+        metrics = json.loads(path.read_text())
+        if "phases_s" not in metrics:  # a run from before phases were recorded
+            continue
+        finished = when(metrics["finished"])
+        for chapter in chapters:
+            if chapter["start"] <= finished <= chapter["end"] + timedelta(seconds=1):
+                chapter["runs"] += 1
+                for phase in PHASES:
+                    chapter[phase] += metrics["phases_s"].get(phase, 0.0)
+    table = pd.DataFrame(chapters, columns=["chapter", "start", "end", "wall", "runs", *PHASES]).drop(
+        columns=["start", "end"])
+    table["other"] = table["wall"] - table[list(PHASES)].sum(axis=1)
+    total = table.sum(numeric_only=True).to_frame().T.assign(chapter="all")
+    minutes = pd.concat([table, total], ignore_index=True)
+    for column in ["wall", *PHASES, "other"]:
+        minutes[column] = minutes[column] / 60
+    return minutes

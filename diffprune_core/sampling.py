@@ -12,10 +12,10 @@ no clipping of the predicted x_0 (``clip_sample=False``).
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
-from tqdm.auto import tqdm
 
 from .errors import InputError
 from .pipeline import as_diffusion_model, rows_of, to_device
+from .progress import bar
 
 SPACINGS = ("uniform", "quad")
 
@@ -94,7 +94,7 @@ def ddim_sample(model, *, n: int, seed: int, steps: int = 100, eta: float = 0.0,
     was_training = unet.training
     unet.eval()
     try:
-        for t, t_next in tqdm(schedule, desc=f"DDIM ({n} samples)", disable=not progress):
+        for t, t_next in bar(schedule, desc=f"DDIM ({n} samples)", progress=progress):
             variance_noise = torch.randn(samples.shape, generator=generator) if eta > 0 else None
             for rows in batches:
                 x = samples[rows].to(device, dtype)

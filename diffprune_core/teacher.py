@@ -19,6 +19,7 @@ from pathlib import Path
 
 import diffusers
 import matplotlib
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -36,8 +37,6 @@ from .fileio import atomic_dir, check_output_dir, write_json
 from .sampling import ddim_sample
 from .training import TrainConfig, train
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 TEACHER_UNET_KWARGS = dict(
     sample_size=16, in_channels=1, out_channels=1, block_out_channels=(16, 32, 32, 32), layers_per_block=2,
@@ -139,6 +138,7 @@ def make_teacher(out_dir, *, steps: int = TEACHER_STEPS, seed: int = 0, work_dir
 
 
 def main(argv=None) -> None:
+    matplotlib.use("Agg")  # a command writes its figures to files; a notebook importing this module keeps its backend
     parser = argparse.ArgumentParser(description="Train the digits teacher U-Net and write it to a new folder.")
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     parser.add_argument("--steps", type=int, default=TEACHER_STEPS, help="training steps of batch 64")

@@ -42,12 +42,12 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.training_utils import EMAModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .checkpoints import save_model
 from .errors import InputError
 from .fileio import atomic_dir, check_output_dir, write_json
 from .pipeline import as_diffusion_model, rows_of, to_device
+from .progress import bar
 
 CHECKPOINT_PREFIX = "step-"
 # Independent seed streams: the t and eps of a step, a process's dropout at a step, an epoch's image order,
@@ -281,10 +281,10 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
 
     model.train()
     pending, started = [], time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="DDPM training",
-               disable=not progress or not accelerator.is_main_process)
+    loop = bar(range(start, config.steps), initial=start, total=config.steps, desc="DDPM training",
+               progress=progress and accelerator.is_main_process)
     with dropout_rate(dropouts, config.dropout):  # the model's own rates again after the loop
-        for step in bar:
+        for step in loop:
             torch.manual_seed(derived_seed(config.seed, step, DROPOUT_STREAM, accelerator.process_index))
             batch = draw_batch(latents, config.batch_size, config.seed, step, scheduler.config.num_train_timesteps,
                                flip=config.horizontal_flip)
@@ -307,13 +307,13 @@ def train(model, images: torch.Tensor, config: TrainConfig, out_dir, *, resume: 
             if done % config.log_every == 0 or checkpoint_due:
                 losses = accelerator.reduce(torch.stack(pending), "mean").tolist()
                 pending = []
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+                loop.set_postfix(loss=f"{np.mean(losses):.4f}")
                 if accelerator.is_main_process:
                     append_losses(loss_log, done - len(losses) + 1, losses)
             if checkpoint_due and accelerator.is_main_process:
                 save_checkpoint(out_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{done:06d}", modules, ema, optimizer,
                                 step=done, wall_time_s=wall_time_before + time.perf_counter() - started, config=config)
-    bar.close()
+    loop.close()
     session_s = time.perf_counter() - started
     accelerator.wait_for_everyone()
 

@@ -4,6 +4,7 @@ Happy paths write what their --help promises; bad input is one ``error:`` line, 
 """
 import copy
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -54,10 +55,11 @@ def finetune(model, out, steps, *extra):
 
 # ---------------------------------------------------------------------------------------------- sample
 
-def test_sample_writes_uint8_samples_grid_and_report(model_dir, tmp_path):
+def test_sample_writes_uint8_samples_grid_and_report(model_dir, tmp_path, capsys):
     out = tmp_path / "samples"
     assert run("sample", "--model", model_dir, "--n", 4, "--seed", 3, "--steps", 2, "--batch-size", 3,
                "--out", out) == 0
+    assert "DDIM (4 samples): 100%" in capsys.readouterr().err, "a progress bar with its ETA"
     pixels = load_file(out / "samples.safetensors")["samples"]
     assert pixels.dtype == torch.uint8 and pixels.shape == (4, 1, 16, 16)
     expected = ddim_sample(load_unet(model_dir), n=4, seed=3, steps=2, progress=False)
@@ -108,9 +110,10 @@ def test_evaluate_reports_complexity_latency_fid_ssim_and_digits(model_dir, tmp_
 
 # -------------------------------------------------------------------------------------------- finetune
 
-def test_finetune_writes_the_ema_model_checkpoints_and_report(model_dir, tmp_path):
+def test_finetune_writes_the_ema_model_checkpoints_and_report(model_dir, tmp_path, capsys):
     out = tmp_path / "ft"
     assert finetune(model_dir, out, 2) == 0
+    assert re.search(r"DDPM training: 100%.*2/2 \[.*<.*loss=\d", capsys.readouterr().err), "a bar with ETA and loss"
     report = json.loads((out / "report.json").read_text())
     assert (report["command"], report["init"], report["data"], report["steps"]) == (
         "finetune", "pretrained", "digits", 2)

@@ -1,19 +1,21 @@
 """The shared prune -> fine-tune -> sample -> measure runs behind the book's tables, on a tiny teacher."""
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 
 import torch
 
+from diffprune_core import results
 from diffprune_core.architectures import example_inputs
 from diffprune_core.checkpoints import load_model, load_unet
 from diffprune_core.complexity import count_macs
 from diffprune_core.criteria import StructureImportance, accumulate_gradients, timestep_losses
 from diffprune_core.digits_classifier import classify_samples
 from diffprune_core.errors import InputError
-from diffprune_core.experiments import (RunSpec, algorithm1_examples, gradient_sums, load_samples, load_teacher,
-                                        replicates, run, run_key, share_gradient_sums, ssim_versus_timesteps, table,
+from diffprune_core.experiments import (RunSpec, algorithm1_examples, gradient_sums, gradient_sums_dir, load_samples,
+                                        load_teacher, replicates, run, run_key, share_gradient_sums, ssim_versus_timesteps, table,
                                         teacher_spec)
 from diffprune_core.fid import fid
 from diffprune_core.metrics import mean_ssim, ssim
@@ -63,13 +65,30 @@ def test_runs_are_measured_once_and_cached(spec, tmp_path):
     assert run(spec, root=root)["fid"] == -1.0, "a finished run is read back, not recomputed"
 
 
-def test_keys_differ_by_setting_and_by_code(spec, monkeypatch):
+def test_keys_differ_by_setting_and_by_package_version(spec, monkeypatch):
     assert run_key(spec) != run_key(replace(spec, threshold=0.02))
     assert run_key(spec) != run_key(replace(spec, score_form="released-code"))
     assert run_key(spec).startswith("diff-pruning-r0.3-s2-")
-    before = run_key(spec)
-    monkeypatch.setattr("diffprune_core.experiments.code_digest", lambda: "other code")
-    assert run_key(spec) != before, "a cached run must not outlive the code that made it"
+    before, versions = run_key(spec), results.package_versions()
+    monkeypatch.setattr(results, "package_versions", lambda: {**versions, "torch-pruning": "0.0.0"})
+    assert run_key(spec) != before, "a cached run must not outlive the packages that made it"
+
+
+def test_a_changed_library_line_reruns_the_runs_and_their_gradient_sums(spec, tmp_path, monkeypatch):
+    library = tmp_path / "diffprune_core"  # a copy whose source the digest reads; the code in effect stays
+    shutil.copytree(results.LIBRARY_DIR, library, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(results, "LIBRARY_DIR", library)
+    root = tmp_path / "runs"
+    first = run(spec, root=root, progress=False)
+    metrics = root / run_key(spec) / "metrics.json"
+    metrics.write_text(json.dumps({**first, "fid": -1.0}))
+    assert run(spec, root=root)["fid"] == -1.0, "unchanged library: read back"
+    sums = gradient_sums_dir(spec, root)
+    with open(library / "sampling.py", "a") as file:
+        file.write("# one changed line\n")
+    assert gradient_sums_dir(spec, root) != sums
+    assert run(spec, root=root, progress=False)["fid"] == first["fid"], "changed library: computed again"
+    assert len(list(root.glob("teacher-*/metrics.json"))) == 2, "the teacher's reference samples too"
 
 
 def test_replicates_run_every_spec_at_every_seed(spec, tmp_path):

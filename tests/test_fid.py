@@ -5,9 +5,10 @@ import torch
 import torch_fidelity
 from safetensors.numpy import load_file, save_file
 
+from diffprune_core import fid as fid_module, results
 from diffprune_core.data import load_images
 from diffprune_core.errors import InputError
-from diffprune_core.fid import Uint8Images, digits_extractor_name, fid
+from diffprune_core.fid import Uint8Images, digits_extractor_name, fid, fid_statistics as statistics_of
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,19 @@ def test_reference_statistics_are_cached_by_name_size_count_and_content(digits, 
     assert again["value"] == first["value"]
     changed = fid(digits[:100], digits[100:].flip(-1), cache_dir=tmp_path, reference_name="digits:part")
     assert changed["reference"] != first["reference"] and changed["value"] != first["value"]
+
+
+def test_a_changed_library_recomputes_the_reference_statistics(digits, tmp_path, monkeypatch):
+    computed = []
+    monkeypatch.setattr(fid_module, "fid_statistics", lambda images, *args: computed.append(len(images))
+                        or statistics_of(images, *args))
+    fid(digits[:100], digits[100:], cache_dir=tmp_path)
+    fid(digits[:100], digits[100:], cache_dir=tmp_path)
+    assert computed == [200, 100, 100], "the reference's statistics once, then from the cache"
+    versions = results.package_versions()
+    monkeypatch.setattr(results, "package_versions", lambda: {**versions, "torch-fidelity": "0.0"})
+    fid(digits[:100], digits[100:], cache_dir=tmp_path)
+    assert computed[3:] == [200, 100], "another torch-fidelity (or library source): computed again"
 
 
 def test_a_dataset_name_is_a_reference_at_the_samples_shape(digits, tmp_path):

@@ -7,6 +7,7 @@ jupyter-book then builds with execution off and Sphinx warnings as errors, as CI
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,10 +60,11 @@ def smoke_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(REPO_ROOT / name, root / name)
-    shutil.copytree(REPO_ROOT / "book", root / "book", ignore=shutil.ignore_patterns("mathjax"))
+    shutil.copytree(REPO_ROOT / "book", root / "book")  # with MathJax (tools/fetch_mathjax.sh), for the browser
     (root / "notebooks").mkdir()
-    saved = {key: os.environ.get(key) for key in ("DIFFPRUNE_RESULTS", "JUPYTER_PATH")}
+    saved = {key: os.environ.get(key) for key in ("DIFFPRUNE_RESULTS", "JUPYTER_PATH", "DIFFPRUNE_PROGRESS")}
     os.environ["DIFFPRUNE_RESULTS"] = str(root / "results")
+    os.environ["DIFFPRUNE_PROGRESS"] = "0"  # as tools/build_book.sh: no bar in a page
     os.environ["JUPYTER_PATH"] = str(Path(sys.prefix) / "share" / "jupyter")  # this environment's python3 kernel
     try:
         for path in NOTEBOOKS:
@@ -87,19 +89,52 @@ def test_smoke_runs_write_results_beside_the_defaults(smoke_book):
         assert any(name.endswith(".svg") for name in metadata["files"])
 
 
-def test_book_builds_with_warnings_as_errors_and_loads_nothing_remote(smoke_book):
+@pytest.fixture(scope="module")
+def smoke_build(smoke_book):
+    """jupyter-book's build of the smoke book (execution off: papermill just ran every notebook)."""
     config = yaml.safe_load((smoke_book / "_config.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"  # the notebooks were just executed by papermill
+    config["execute"]["execute_notebooks"] = "off"
     (smoke_book / "_config.yml").write_text(yaml.safe_dump(config))
-    build = subprocess.run([str(BIN / "jupyter-book"), "build", str(smoke_book), "--warningiserror", "--keep-going"],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    for path in (smoke_book / "notebooks").glob("*.ipynb"):  # also those forced to run at every build
+        notebook = nbformat.read(path, as_version=4)
+        notebook.metadata.get("mystnb", {}).pop("execution_mode", None)
+        nbformat.write(notebook, path)
+    return subprocess.run([str(BIN / "jupyter-book"), "build", str(smoke_book), "--warningiserror", "--keep-going"],
+                          capture_output=True, text=True)
+
+
+def test_book_builds_with_warnings_as_errors_and_loads_nothing_remote(smoke_book, smoke_build):
+    assert smoke_build.returncode == 0, smoke_build.stdout[-3000:] + smoke_build.stderr[-3000:]
     html = smoke_book / "_build" / "html"
     check = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "check_offline_html.py"), str(html)],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     chapter = (html / "notebooks" / "01_error_propagation.html").read_text()
     assert "_static/mathjax/tex-svg-full.js" in chapter
+    pages = {path.relative_to(html).as_posix(): path.read_text() for path in html.rglob("*.html")}
+    assert not [name for name, page in pages.items() if re.search(r"\d+/\d+ \[\d\d:\d\d<", page)], "a progress bar"
+    for name, shown in (("notebooks/11_provenance.html", "fig-build-profile"),
+                        ("book/execution.html", "Run Time (s)"),  # myst-nb's table (empty: execution off)
+                        ("book/bibliography.html", "Structural pruning for diffusion models")):
+        assert shown in pages[name], f"{name} lacks {shown}"
+    for button in ("mybinder.org/v2/gh/diffprune/diffprune", "colab.research.google.com/github/diffprune/diffprune",
+                   "jupyterhub.example.org/hub/user-redirect/git-pull", ".ipynb"):
+        assert button in chapter, f"no {button} button"
+    assert re.search(r'href="bibliography.html#id\w+"', pages["book/intro.html"]), "the intro cites the papers"
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(), reason="needs Debian's chromium: tools/setup.sh as root")
+def test_every_page_passes_the_browser_check(smoke_book, smoke_build):
+    """tools/check_pages.py at a desktop width: no console or page error, no network, math and titles rendered."""
+    assert smoke_build.returncode == 0
+    check = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "check_pages.py"),
+                            str(smoke_book / "_build" / "html")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+
+
+def test_the_provenance_page_is_generated_at_every_build():
+    notebook = nbformat.read(NOTEBOOKS_DIR / "11_provenance.ipynb", as_version=4)
+    assert notebook.metadata["mystnb"]["execution_mode"] == "force", "never taken from the cache"
 
 
 def test_offline_check_catches_remote_scripts_and_stylesheets(tmp_path):

@@ -1,7 +1,6 @@
 """Results folders, their metadata, and the paper's numbers read from data/paper_tables.csv."""
-import importlib.util
 import json
-from pathlib import Path
+import shutil
 
 import matplotlib
 import nbformat
@@ -73,6 +72,22 @@ def test_metadata_records_parameters_versions_and_files(notebook):
     assert set(results.PACKAGES) <= set(metadata["packages"]) and metadata["packages"]["torch"]
     assert len(metadata["git"]["commit"] or "") in (0, 40)
     assert metadata["files"] == ["curve.png", "curve.svg", "table.csv"]
+    assert metadata["library_digest"] == results.library_digest()
+
+
+def test_library_digest_follows_every_source_line_and_package_version(tmp_path, monkeypatch):
+    library = tmp_path / "diffprune_core"
+    shutil.copytree(results.LIBRARY_DIR, library, ignore=shutil.ignore_patterns("__pycache__"))
+    real = results.library_digest()
+    monkeypatch.setattr(results, "LIBRARY_DIR", library)
+    assert results.library_digest() == real
+    with open(library / "criteria.py", "a") as file:
+        file.write("# one changed line\n")
+    changed = results.library_digest()
+    assert changed != real
+    versions = results.package_versions()
+    monkeypatch.setattr(results, "package_versions", lambda: {**versions, "diffusers": "0.0.0"})
+    assert results.library_digest() != changed
 
 
 def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
@@ -111,11 +126,7 @@ def test_paper_unet_numbers_match_the_configs_dense_numbers():
 
 
 def test_build_profile_gives_each_run_to_the_chapter_that_computed_it(tmp_path):
-    """tools/build_profile.py: a run finished inside a chapter's window counts there, phases in minutes."""
-    spec = importlib.util.spec_from_file_location("build_profile", Path(__file__).parent.parent / "tools" /
-                                                  "build_profile.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    """A run finished inside a chapter's window counts there, phases in minutes."""
     for chapter, finished, wall in (("03_a", "2026-12-03T10:10:00+0000", 600), ("05_b", "2026-12-03T10:30:00+0000", 1200)):
         (tmp_path / chapter / "default").mkdir(parents=True)
         (tmp_path / chapter / "default" / "metadata.json").write_text(
@@ -125,7 +136,22 @@ def test_build_profile_gives_each_run_to_the_chapter_that_computed_it(tmp_path):
         (tmp_path / "runs" / name).mkdir(parents=True)
         (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps({"finished": finished, "phases_s": {
             "pruning": 6, "fine_tuning": 60, "sampling": 12, "measuring": 6}}))
-    table = tool.profile(tmp_path).set_index("chapter")
+    table = results.build_profile(root=tmp_path).set_index("chapter")
     assert list(table.runs) == [1, 2, 3]
     assert table.loc["05_b", "fine_tuning"] == pytest.approx(2.0) and table.loc["03_a", "other"] == pytest.approx(8.6)
     assert table.loc["all", "wall"] == pytest.approx(30.0)
+
+
+def test_provenance_lists_each_result_with_its_commit_digest_and_relative_parameters(notebook, tmp_path):
+    for chapter, run in (("03_a", "default"), ("05_b", "default"), ("05_b", "seed=1-0a1b2c3d")):
+        folder = tmp_path / "results" / chapter / run
+        folder.mkdir(parents=True)
+        results.write_metadata(folder, {"teacher": str(results.REPO_ROOT / "data" / "teacher"), "seed": 1},
+                               seed=1, wall_time_s=60.0)
+    table = results.provenance()
+    assert list(table.chapter) == ["03_a", "05_b"] and set(table.run) == {"default"}
+    assert len(results.provenance("*")) == 3
+    row = table.iloc[0]
+    assert row.parameters == '{"teacher": "data/teacher", "seed": 1}', "no absolute path of the build machine"
+    assert row.library_digest == results.library_digest()[:12] and row.torch and row.wall_time_s == 60.0
+    assert len(row.commit.removesuffix("+changes")) in (0, 10)

@@ -2,13 +2,16 @@
 # Build the book into _build/html: execute every notebook of _toc.yml on its defaults (cached in
 # _build/.jupyter_cache, so an unchanged notebook is not run again), treat warnings as errors, and
 # check that no page loads anything from the network. Jupyter's cache knows the notebooks only: when
-# the library or the shipped data changed since the last build, it is cleared, so that no page
-# outlives the code that computed it.
+# the library (its source or the versions of the packages it runs on: results.library_digest) or the
+# shipped data changed since the last build, it is cleared, so that no page outlives the code that
+# computed it.
 # Usage: tools/build_book.sh [--all]   (--all: delete the cache and the HTML and run everything again)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JUPYTER_PATH="$PWD/.venv/share/jupyter"  # the notebooks' python3 kernel is this environment's
-digest=$(cat diffprune_core/*.py data/*/manifest.json | sha256sum | cut -c1-16)
+export DIFFPRUNE_PROGRESS=0  # no progress bar in a page (diffprune_core.progress)
+digest=$( { .venv/bin/python -c "from diffprune_core.results import library_digest; print(library_digest())"
+           cat data/*/manifest.json; } | sha256sum | cut -c1-16)
 if [ "${1:-}" = "--all" ] || [ "$(cat _build/.library_digest 2>/dev/null)" != "$digest" ]; then
     .venv/bin/jupyter-book clean --all .
 fi
