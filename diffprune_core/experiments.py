@@ -81,9 +81,10 @@ class RunSpec:
 
 
 def settings_digest(settings: dict, teacher: str) -> str:
-    """SHA-256 of ``settings`` (JSON), of :func:`results.library_digest` and of the teacher's weight files."""
+    """SHA-256 of ``settings`` (JSON), of :func:`results.library_digest` of this module (the code that computes a
+    run, not the chapters' tables and plots) and of the teacher's weight files."""
     folder = Path(teacher)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + library_digest().encode())
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + library_digest("experiments").encode())
     for path in sorted(folder.rglob("*.safetensors")) if folder.is_dir() else []:  # a pipeline's in its folders
         digest.update(path.read_bytes())
     return digest.hexdigest()

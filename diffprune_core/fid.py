@@ -14,8 +14,8 @@ covariances S, by torch-fidelity's ``fid_features_to_statistics`` and ``fid_stat
 The reference statistics are cached under ``cache_dir`` without pickle (torch-fidelity's own cache
 uses torch.save/torch.load): ``<name>-<size>px-<count>-<pixel hash>-<extractor>.safetensors`` holds
 mu and S, and the ``.json`` beside it the reference's identity (name, image size, channels, count,
-sha256 of the pixels), the extractor's id and :func:`results.library_digest` (the library's code and
-package versions). An entry is used only when its JSON names exactly that reference, extractor and
+sha256 of the pixels), the extractor's id and :func:`results.library_digest` of this module (the library
+code it runs and the package versions). An entry is used only when its JSON names exactly that reference, extractor and
 library, so a changed image set, classifier, library or torch-fidelity never reads stale statistics.
 """
 import hashlib
@@ -142,7 +142,7 @@ def fid_statistics(images: torch.Tensor, extractor: FeatureExtractorBase, batch_
 
 def reference_identity(name: str, images: torch.Tensor, extractor: str, extractor_id: str) -> dict:
     """What a cache entry must match: the reference (name, shape, count, sha256 of its uint8 pixels), the extractor
-    and the library (:func:`results.library_digest`).
+    and the library code that computes them (:func:`results.library_digest` of this module).
 
     'cache_name' is '<name>-<size>px-<count>-<pixel hash>', safe as a file name.
     """
@@ -151,7 +151,7 @@ def reference_identity(name: str, images: torch.Tensor, extractor: str, extracto
     return {"format": STATISTICS_FORMAT, "cache_name": f"{slug}-{images.shape[-1]}px-{len(images)}-{digest[:12]}",
             "reference": name, "image_size": list(images.shape[-2:]), "channels": images.shape[1],
             "count": len(images), "pixels_sha256": digest, "extractor": extractor_id, "label": EXTRACTORS[extractor],
-            "library": library_digest()}
+            "library": library_digest("fid")}
 
 
 def write_atomically(path: Path, write) -> None:

@@ -9,9 +9,14 @@ not. FID keeps its extractor in the column name ("FID (digits features)" for our
 one panel per metric and per source. :func:`teacher_loss_curve` is the teacher's L_t on Algorithm
 1's batch (Figure 5, and the timestep counts of Table 5), :func:`pruned_size` the widths a ratio
 leaves (Figure 4's 5%), :func:`plot_sample_rows` samples of several models side by side,
-:func:`plot_build_profile` where a build of the book spent its time (the provenance chapter).
+:func:`plot_build_profile` where a build of the book spent its time (the provenance chapter), and for
+LD-Pruner's chapter :func:`ranking_table`, :func:`plot_operator_scores`, :func:`budget_tables`,
+:func:`plot_budgets`. Every figure is drawn at most :data:`FIGURE_WIDTH` wide (:func:`fit_width`), so its
+labels read at 100% in the book's text column; :func:`share_range` gives ours and the paper's panel of one
+metric the same axis, and :func:`points_without_lines` draws two points as points, not as a trend.
 """
 import copy
+import math
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -23,11 +28,12 @@ from .complexity import count_macs
 from .criteria import StructureImportance, timestep_losses
 from .data import load_images
 from .experiments import RunSpec
-from .intervals import formatted
 from .pruner import prune_unet
 from .pipeline import noise_scheduler
 from .results import PHASES
 from .thresholds import relative_losses
+
+FIGURE_WIDTH = 7.5  # inches: at matplotlib's 100 dpi about the book's text column, so labels are not shrunk
 
 METHOD_LABELS = {"pretrained": "Pretrained", "teacher": "Pretrained", "scratch": "Scratch training",
                  "random": "Random pruning", "magnitude": "Magnitude pruning", "taylor": "Taylor pruning",
@@ -118,8 +124,9 @@ drawn as error bars. ``kind`` "bar": horizontal bars labelled by the column ``x`
     if kind not in ("bar", "line"):
         raise ValueError(f"kind must be 'bar' or 'line', got {kind!r}")
     height = 0.3 * len(table) + 1.0 if kind == "bar" else 2.6
+    width = min(FIGURE_WIDTH, 2.4 * len(sources) + (1.6 if kind == "bar" else 0))  # labels read at 100% in the book
     figure, axes = plt.subplots(len(metrics), len(sources), squeeze=False, sharey=kind == "bar",
-                                figsize=(3.4 * len(sources) + (2.0 if kind == "bar" else 0), height * len(metrics)))
+                                figsize=(width, height * len(metrics)))
     for column, (prefix, title) in enumerate(sources.items()):
         colour = "tab:blue" if column == 0 else "tab:gray"
         for row, candidates in enumerate(metrics):
@@ -141,20 +148,9 @@ drawn as error bars. ``kind`` "bar": horizontal bars labelled by the column ``x`
                             color=colour)
                 ax.set_xlabel(xlabel or x)
             ax.set_title(f"{title}\n{name}" if row == 0 else name, fontsize=9)
+            ax.tick_params(labelsize=8)
     figure.tight_layout()
     return figure
-
-
-def with_intervals(table: pd.DataFrame, columns: dict) -> pd.DataFrame:
-    """``table`` with each of ``columns`` ({column: format spec}) written as 'mean [low, high]' where the table
-    has its '<column> low' / '<column> high' (the bounds' columns dropped), for display."""
-    shown = table.copy()
-    for column, spec in columns.items():
-        if f"{column} low" in shown:
-            shown[column] = [formatted({"value": v, "low": lo, "high": hi}, spec) if pd.notna(v) else "–"
-                             for v, lo, hi in zip(shown[column], shown[f"{column} low"], shown[f"{column} high"])]
-            shown = shown.drop(columns=[f"{column} low", f"{column} high"])
-    return shown
 
 
 def interval_errors(table: pd.DataFrame, column: str):
@@ -183,10 +179,10 @@ def teacher_loss_curve(spec: RunSpec, *, timesteps: int = 1000, progress: bool =
 
 def plot_relative_losses(ax, curve: pd.DataFrame, marks: dict) -> None:
     """L_t / L_max against t on a log scale, with a vertical line per ``marks`` entry (label -> t)."""
-    ax.plot(curve["t"], curve["relative"], color="tab:blue", lw=1.2, label="L_t / L_max (teacher)")
+    ax.plot(curve["t"], curve["relative"], color="tab:blue", lw=1.2, label=r"$\mathcal{L}_t / \mathcal{L}_{\max}$ (teacher)")
     for (label, t), style in zip(marks.items(), ["--", ":", "-.", (0, (5, 1, 1, 1))]):
         ax.axvline(t, color="black", ls=style, lw=1, label=label)
-    ax.set(xlabel="timestep t", ylabel="L_t / L_max", yscale="log")
+    ax.set(xlabel="timestep $t$", ylabel=r"$\mathcal{L}_t / \mathcal{L}_{\max}$", yscale="log")
     ax.legend(fontsize=8)
 
 
@@ -224,45 +220,6 @@ def equal_macs_table(result, ratio: float) -> pd.DataFrame:
     return pd.DataFrame(rows).dropna(axis="columns", how="all")
 
 
-EQUAL_MACS_FORMATS = {"params": "{:,}", "MACs (M)": "{:.2f}", "MACs removed": "{:.1%}", "s / image (CPU)": "{:.4f}",
-                      "FID (digits features)": "{:.2f}", "SSIM to teacher": "{:.3f}", "confident digits": "{:.1%}",
-                      "class accuracy": "{:.1%}"}
-
-
-def plot_operator_ranking(ax, ranking: pd.DataFrame, title: str) -> None:
-    """LD-Pruner's scores, lowest (pruned first) on top, coloured by U-Net path; hatched: the modifications applied."""
-    colours = {"down": "tab:blue", "mid": "tab:orange", "up": "tab:green"}
-    ax.barh(range(len(ranking)), ranking["score"], color=ranking["operator"].str.split("_").str[0].map(colours),
-            hatch=["//" if a else "" for a in ranking["applied"]], edgecolor="black", linewidth=0.4)
-    ax.set_yticks(range(len(ranking)), [f"{o} ({m})" for o, m in zip(ranking["operator"], ranking["modification"])],
-                  fontsize=7)
-    ax.set_ylim(len(ranking) - 0.5, -0.5)
-    ax.set(xlabel="LD-Pruner score (lower = pruned first)", title=title)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=f"{p} path") for p, c in colours.items()]
-    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="//", label="applied"))
-    ax.legend(handles=handles, fontsize=8, loc="lower right")
-
-
-def plot_equal_macs(result, ratio: float, columns: list):
-    """FID, SSIM (or another metric column of the runs) against the fine-tuning budget, both methods at equal MACs."""
-    budgets = list(result.dp)
-    labels = {"fid": "FID (digits features)", "ssim": "SSIM to teacher", "class_accuracy": "class accuracy"}
-    figure, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.4), squeeze=False)
-    for ax, column in zip(axes[0], columns):
-        for label, series, colour in [(f"Diff-Pruning (p = {ratio:g})", result.dp, "tab:blue"),
-                                      ("LD-Pruner", result.ld, "tab:red")]:
-            ax.plot(budgets, [series[s][column] for s in budgets], "o-", color=colour, label=label)
-        ax.plot([budgets[-1]], [result.scratch[column]], "s", color="tab:gray", label="LD-Pruner shape, from scratch")
-        ax.axhline(result.dense[column], color="black", ls=":", lw=1, label="teacher")
-        ax.set(xlabel="fine-tuning steps", ylabel=labels[column])
-    axes[0, 0].legend(fontsize=8)
-    first = result.ld[budgets[0]]
-    figure.suptitle(f"Equal MACs: {result.macs_reduction:.1%} of the teacher's removed (LD-Pruner: "
-                    f"{1 - first['macs'] / result.dense['macs']:.1%})", fontsize=10)
-    figure.tight_layout()
-    return figure
-
-
 def plot_latency_vs_macs(ax, latency: pd.DataFrame, title: str) -> None:
     """Latency reduction against MACs removed (:func:`experiments.latency_versus_macs`), with the diagonal."""
     for (method, group), colour in zip(latency.groupby("method"), ["tab:blue", "tab:red"]):
@@ -287,6 +244,37 @@ def plot_sample_rows(samples: dict, captions: dict, *, n: int = 8):
     return figure
 
 
+def fit_width(figure, width: float = FIGURE_WIDTH):
+    """``figure`` narrowed to at most ``width`` inches (its height scaled alike), fonts kept, laid out again: it
+    then shows at the text column's width without shrinking its labels."""
+    w, h = figure.get_size_inches()
+    if w > width:
+        figure.set_size_inches(width, h * width / w)
+        figure.tight_layout()
+    return figure
+
+
+def points_without_lines(figure, at_most: int = 2):
+    """Every line of ``figure`` through ``at_most`` points or fewer drawn as its markers only ('o' where it had
+    none): two points joined by a line suggest a trend the data do not show."""
+    for ax in figure.axes:
+        for line in ax.get_lines():
+            if len(line.get_xdata()) <= at_most and line.get_linestyle() not in ("None", "none", ""):
+                line.set_linestyle("none")
+                if line.get_marker() in (None, "None", "none", ""):
+                    line.set_marker("o")
+    return figure
+
+
+def share_range(axes):
+    """One y-range for ``axes`` (e.g. ours and the paper's panel of the same metric): the union of their ranges,
+    so a panel whose values span a tiny range is not zoomed to make it look large."""
+    lows, highs = zip(*(ax.get_ylim() for ax in axes))
+    for ax in axes:
+        ax.set_ylim(min(lows), max(highs))
+    return axes
+
+
 def plot_build_profile(profile: pd.DataFrame):
     """Minutes per chapter (:func:`results.build_profile`, without its 'all' row) as stacked bars, one colour per
     phase of the runs the chapter computed and grey for the rest of its time."""
@@ -299,4 +287,112 @@ def plot_build_profile(profile: pd.DataFrame):
     ax.set(xlabel="minutes", title="Where the build's time went")
     ax.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
+    return figure
+
+
+# Chapter 9 (LD-Pruner) as a reader sees it: tables of a few columns, figures at the text column's width.
+PATHS = {"down": "tab:blue", "mid": "tab:orange", "up": "tab:green"}
+
+
+def operator_words(operator: str, modification: str = "") -> str:
+    """A U-Net operator's name in words: 'down_blocks.3.resnets.1', 'remove' -> 'down block 3, resnet 1 (removed)';
+    'mid_block.attentions.0' -> 'mid block, attention 0'."""
+    parts = operator.split(".")
+    words = [parts[0].replace("_blocks", " block").replace("_block", " block")]
+    rest = parts[1:]
+    if rest and rest[0].isdigit():
+        words[0] += f" {rest.pop(0)}"
+    inner = " ".join(part.rstrip("s") if not part.isdigit() else part for part in rest)
+    text = ", ".join(filter(None, [words[0], inner]))
+    done = {"remove": "removed", "replace": "replaced"}.get(modification, modification)
+    return f"{text} ({done})" if done else text
+
+
+def ranking_table(ranking: pd.DataFrame, dense_macs: float, n: int = 10) -> pd.DataFrame:
+    """The first ``n`` modifications of an LD-Pruner ranking (lowest score first) for :func:`tables.markdown`:
+    'operator' in words, 'score', 'macs share' (of the dense model's MACs it removes), 'applied' (yes / no)."""
+    first = ranking.sort_values("rank").head(n)
+    return pd.DataFrame({"operator": [operator_words(o, m) for o, m in zip(first["operator"], first["modification"])],
+                         "score": first["score"].to_numpy(), "macs share": (first["macs_removed"] / dense_macs).to_numpy(),
+                         "applied": ["yes" if a else "no" for a in first["applied"]]})
+
+
+def plot_operator_scores(ranking: pd.DataFrame, title: str, *, width: float = FIGURE_WIDTH):
+    """LD-Pruner's scores, lowest (pruned first) on top, on a log axis so that scores near zero still show as
+    bars; coloured by the U-Net path, hatched where applied; the legend (only the paths drawn) below the axes,
+    never over a bar."""
+    ranking = ranking.sort_values("rank")
+    paths = ranking["operator"].str.split("_").str[0]
+    floor = 10 ** math.floor(math.log10(max(ranking["score"][ranking["score"] > 0].min(), 1e-12)) - 0.3)  # below the least
+    figure, ax = plt.subplots(figsize=(width, 0.24 * len(ranking) + 1.6))
+    ax.barh(range(len(ranking)), ranking["score"].clip(lower=floor) - floor, left=floor, color=paths.map(PATHS).fillna("0.6"),
+            hatch=["//" if a else "" for a in ranking["applied"]], edgecolor="black", linewidth=0.4)
+    ax.set_xscale("log")
+    ax.set_xlim(floor, ranking["score"].max() * 1.5)
+    ax.set_yticks(range(len(ranking)), [operator_words(o, m) for o, m in zip(ranking["operator"], ranking["modification"])],
+                  fontsize=8)
+    ax.set_ylim(len(ranking) - 0.5, -0.5)
+    ax.set(xlabel="LD-Pruner score (log scale; lower = pruned first)")
+    ax.set_title(title, fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=PATHS[p], label=f"{p} path") for p in PATHS if (paths == p).any()]
+    if ranking["applied"].any():
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="black", hatch="//", label="applied"))
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.6 / (0.24 * len(ranking) + 1.6) - 0.06),
+              ncol=len(handles), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def budget_tables(result, ratio: float) -> tuple:
+    """Chapter 9's runs (:class:`experiments.EqualMacs`) as two reader's tables: the sizes (one row per model:
+    'model', 'params', 'macs', 'macs removed', 'operators') and the quality (one row per model and budget: 'model'
+    with its fine-tuning steps, 'fid', 'ssim' with 'ssim low'/'ssim high', and 'class accuracy' with its bounds
+    where the runs measured it)."""
+    dense, first, final = result.dense, min(result.ld), max(result.ld)
+    dp_label = f"Diff-Pruning (p = {ratio:g})"
+    sizes = pd.DataFrame([{"model": label, "params": m["params"], "macs": m["macs"], "macs removed": 1 - m["macs"] / dense["macs"],
+                           "operators": m.get("operators_modified", math.nan) if label == "LD-Pruner" else math.nan}
+                          for label, m in (("Teacher", dense), (dp_label, result.dp[first]), ("LD-Pruner", result.ld[first]))])
+
+    def row(label: str, m: dict) -> dict:
+        values = {"model": label, "fid": m["fid"]}
+        for column in ("ssim", "class_accuracy"):
+            if column in m:
+                low, high = m.get(f"{column}_interval", (math.nan, math.nan))
+                name = column.replace("_", " ")
+                values |= {name: m[column], f"{name} low": low, f"{name} high": high}
+        return values
+
+    rows = [row("Teacher", dense)]
+    for steps in sorted(result.dp):
+        rows += [row(f"{dp_label}, {steps:,} steps", result.dp[steps]), row(f"LD-Pruner, {steps:,} steps", result.ld[steps])]
+    rows.append(row(f"LD-Pruner's architecture from scratch, {final:,} steps", result.scratch))
+    return sizes, pd.DataFrame(rows)
+
+
+def plot_budgets(result, ratio: float, columns: list, *, width: float = FIGURE_WIDTH):
+    """FID, SSIM (or class accuracy) against the fine-tuning budget for both methods, two panels a row at the
+    text column's width; markers only when there are two budgets or fewer (no line suggesting a trend), the
+    teacher dotted, scratch training a grey square, the legend below the panels. The title states the MACs each
+    method removed (they need not be equal)."""
+    budgets = sorted(result.dp)
+    labels = {"fid": "FID (digits features)", "ssim": "SSIM to teacher", "class_accuracy": "class accuracy"}
+    rows = math.ceil(len(columns) / 2)
+    figure, axes = plt.subplots(rows, 2, figsize=(width, 2.9 * rows + 0.9), squeeze=False)
+    style = "o-" if len(budgets) > 2 else "o"
+    for ax, column in zip(axes.flat, columns):
+        for label, series, colour in [(f"Diff-Pruning (p = {ratio:g})", result.dp, "tab:blue"), ("LD-Pruner", result.ld, "tab:red")]:
+            ax.plot(budgets, [series[s][column] for s in budgets], style, color=colour, label=label)
+        ax.plot([budgets[-1]], [result.scratch[column]], "s", color="tab:gray", label="LD-Pruner's architecture, from scratch")
+        ax.axhline(result.dense[column], color="black", ls=":", lw=1, label="teacher")
+        ax.set(xlabel="fine-tuning steps", ylabel=labels[column])
+        ax.set_xticks(budgets)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    first = result.ld[budgets[0]]
+    figure.suptitle(f"MACs removed: Diff-Pruning {1 - result.dp[budgets[0]]['macs'] / result.dense['macs']:.1%}, "
+                    f"LD-Pruner {1 - first['macs'] / result.dense['macs']:.1%}", fontsize=10)
+    figure.tight_layout(rect=(0, 0.9 / (2.9 * rows + 0.9), 1, 1))
     return figure

@@ -110,12 +110,38 @@ def package_versions() -> dict:
     return versions
 
 
-def library_digest() -> str:
+def library_imports(module: str) -> set:
+    """The library's modules that ``module`` ("experiments") imports, directly or through others, itself and the
+    package's ``__init__`` included:
+    every ``from .x import``, ``from . import x`` and ``diffprune_core.x`` import in the source, function-level
+    imports too (read from the files, not from what Python has loaded)."""
+    seen, todo = set(), [module, "__init__"]  # the package's __init__ runs before any of its modules
+    while todo:
+        name = todo.pop()
+        path = LIBRARY_DIR / f"{name}.py"
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("diffprune_core")):
+                base = (node.module or "").removeprefix("diffprune_core").lstrip(".")
+                todo += [base.split(".")[0]] if base else [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [alias.name.split(".")[1] for alias in node.names if alias.name.startswith("diffprune_core.")]
+    return seen
+
+
+def library_digest(module: str | None = None) -> str:
     """SHA-256 of the library's source files and of :func:`package_versions` (torch, diffusers, torch-pruning,
-    accelerate, torch-fidelity, Python): what a cached result's key must hold besides its settings."""
+    accelerate, torch-fidelity, Python): what a cached result's key must hold besides its settings.
+
+    With ``module``, only the files that module imports (:func:`library_imports`): the key of a cached run
+    ("experiments") then changes with every line of code that computes it, but not with the chapters' tables,
+    plots and sentences, whose change does not need the runs computed again."""
+    names = library_imports(module) if module else {path.stem for path in LIBRARY_DIR.glob("*.py")}
     digest = hashlib.sha256()
-    for path in sorted(LIBRARY_DIR.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for name in sorted(names):
+        digest.update(f"{name}.py".encode() + (LIBRARY_DIR / f"{name}.py").read_bytes())
     digest.update(json.dumps(package_versions(), sort_keys=True).encode())
     return digest.hexdigest()
 

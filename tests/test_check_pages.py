@@ -14,18 +14,20 @@ SCRIPT = ROOT / "tools" / "check_pages.py"
 MATHJAX = ROOT / "book" / "_static" / "mathjax"
 PAGE = """<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{title}</title>
-<style>body {{ margin: 0 }} article {{ width: 600px }}</style></head>
+<style>body {{ margin: 0 }} article {{ width: 600px; max-width: 100% }}</style></head>
 <body><nav><a href="index.html">{title}</a></nav>
 <main><article class="bd-article"><h1>{title}</h1>{body}</article></main></body></html>
 """
 CLEAN = {"index.html": ("Start", "<p>Nothing wrong here.</p><table><tr><td>1</td><td>2</td></tr></table>")}
-WIDE = {**CLEAN, "wide.html": ("Wide", '<table style="width: 3000px"><tr><td>x</td></tr></table>')}
+WIDE = {**CLEAN, "wide.html": ("Wide", '<div style="overflow-x: auto"><table style="width: 3000px"><tr><td>x</td></tr>'
+                                       '</table></div>')}  # in its scrolling box, as the theme puts a table
 BROKEN = {
     **WIDE,
     "console.html": ("Console", "<script>console.error('boom from the test'); undefinedFunction();</script>"),
     "math.html": ("Math", r"<p>Let \(x\) be small.</p>"),
     "remote.html": ("Remote", '<img src="http://example.invalid/pixel.png" alt="">'),
     "title.html": (r"The threshold \(\mathcal{T}\)", "<p>Text.</p>"),
+    "scrolls.html": ("Scrolls", '<p><code style="white-space: nowrap">' + "results/" * 400 + "</code></p>"),
 }
 
 
@@ -55,8 +57,44 @@ def test_each_problem_is_reported(tmp_path):
     assert any(line.startswith("title.html: tex in title: navigation:") for line in lines)
     assert any(line.startswith("wide.html: wide table (warning): table 1") and "in a 600px column" in line
                and "3000px" in line for line in lines)
+    assert any(line.startswith("scrolls.html: page wider than the screen:") for line in lines)
     assert not any(line.startswith("index.html") for line in lines)
-    assert lines[-1] == "6 pages checked, 7 problems, 1 warnings"
+    assert lines[-1] == "7 pages checked, 8 problems, 1 warnings"
+
+
+def test_what_a_reader_must_not_see_is_reported(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    output = '<div class="cell_output"><div class="output text_plain"><pre>{}</pre></div></div>'
+    pixel = "data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
+    pages = {
+        "index.html": CLEAN["index.html"],
+        "nan.html": ("Missing", output.format("threshold NaN")),
+        "glue.html": ("Glue", "<p>The FID is {glue:text}`tab_fid`.</p>"),
+        "warn.html": ("Warn", output.format("UserWarning: something was clipped")),
+        "stderr.html": ("Stderr", '<div class="output stderr"><pre>loading</pre></div>'),
+        "path.html": ("Path", output.format("PosixPath('/work/main/results/x.csv')")),
+        "repr.html": ("Repr", output.format("&lt;Figure size 640x480 with 1 Axes&gt;")),
+        "hidden.html": ("Hidden", '<details><summary>code</summary><div class="cell_input"><pre>float("nan")</pre>'
+                                  '</div></details><div class="cell_input"><pre>x = float("nan")</pre></div>'),
+        "notebooks/chapter.html": ("Chapter", '<table><tr><td>1</td></tr></table>'
+                                              '<table><caption><span class="caption-number">Table 1.1 </span>'
+                                              'Ours</caption><tr><td>2</td></tr></table>'
+                                              f'<figure><img src="{pixel}" alt="A plot"><figcaption>'
+                                              '<span class="caption-number">Fig. 1.1 </span>A plot</figcaption></figure>'
+                                              f'<img src="{pixel}" alt="A stray image">'),
+    }
+    result = check(pages, tmp_path)
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("nan.html: missing value:") and "threshold NaN" in line for line in lines)
+    assert any(line.startswith("glue.html: unrendered glue:") for line in lines)
+    assert any(line.startswith("warn.html: warning in output:") for line in lines)
+    assert "stderr.html: error or warning stream: loading" in lines
+    assert any(line.startswith("path.html: absolute path:") and "/work/main/results/x.csv" in line for line in lines)
+    assert any(line.startswith("repr.html: figure repr:") for line in lines)
+    assert "notebooks/chapter.html: unnumbered table or figure: table: 1" in lines
+    assert "notebooks/chapter.html: unnumbered table or figure: image: A stray image" in lines
+    assert not any(line.startswith(("hidden.html", "index.html")) for line in lines), "code source is not read"
+    assert lines[-1] == "9 pages checked, 8 problems, 0 warnings", result.stdout
 
 
 def test_clean_book_passes(tmp_path):

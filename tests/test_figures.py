@@ -87,3 +87,37 @@ def test_plot_sample_rows_captions_each_model():
     figure = figures.plot_sample_rows(samples, {"pruned": "SSIM 0.5"}, n=3)
     assert [ax.get_ylabel() for ax in figure.axes] == ["dense\n", "pruned\nSSIM 0.5"]
     plt.close(figure)
+
+
+def test_fit_width_points_without_lines_and_share_range():
+    figure, (ours, theirs) = plt.subplots(1, 2, figsize=(10, 4))
+    ours.errorbar([0, 1], [0.5, 0.9], yerr=[0.1, 0.1], fmt="o-")
+    theirs.plot([0, 1, 2], [0.931, 0.932, 0.931], "-")
+    theirs.plot([0, 1], [0.931, 0.932], "-")
+    figures.fit_width(figure, 7.5)
+    assert tuple(figure.get_size_inches()) == pytest.approx((7.5, 3.0))
+    figures.points_without_lines(figure)
+    assert ours.get_lines()[0].get_linestyle() == "None" and ours.get_lines()[0].get_marker() == "o"
+    assert theirs.get_lines()[0].get_linestyle() == "-", "three points keep their line"
+    assert theirs.get_lines()[1].get_linestyle() == "None" and theirs.get_lines()[1].get_marker() == "o"
+    figures.share_range([ours, theirs])
+    assert ours.get_ylim() == theirs.get_ylim() and ours.get_ylim()[0] < 0.5 and ours.get_ylim()[1] > 0.932
+    plt.close(figure)
+
+
+def test_operator_words_and_ranking_table():
+    assert figures.operator_words("down_blocks.3.resnets.1", "remove") == "down block 3, resnet 1 (removed)"
+    assert figures.operator_words("mid_block.attentions.0") == "mid block, attention 0"
+    ranking = pd.DataFrame({"operator": ["up_blocks.0.resnets.0", "mid_block.attentions.0"], "kind": ["resnet", "attention"],
+                            "modification": ["replace", "remove"], "score": [0.5, 0.001], "macs_removed": [100, 50],
+                            "rank": [2, 1], "applied": [False, True]})
+    table = figures.ranking_table(ranking, 1000)
+    assert list(table.columns) == ["operator", "score", "macs share", "applied"]
+    assert table["operator"].tolist() == ["mid block, attention 0 (removed)", "up block 0, resnet 0 (replaced)"]
+    assert table["macs share"].tolist() == [0.05, 0.1] and table["applied"].tolist() == ["yes", "no"]
+    figure = figures.plot_operator_scores(ranking, "title")
+    ax = figure.axes[0]
+    assert ax.get_xscale() == "log" and figure.get_size_inches()[0] <= 7.5
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mid path", "up path", "applied"]  # only paths drawn
+    assert all(patch.get_width() > 0 for patch in ax.patches)  # no zero-length bar
+    plt.close(figure)

@@ -32,7 +32,7 @@ from diffprune_core.cli import build_parser
 ROOT = Path(__file__).resolve().parent.parent
 TORCH = ("torch", "torchvision")
 PIP = ("-m", "pip", "install", "--disable-pip-version-check", "-q")
-BOOK_ONLY = {"papermill"}  # imported by diffprune_core for the notebooks: the [book] extra
+BOOK_ONLY = {"papermill", "IPython"}  # imported by diffprune_core for the notebooks: the [book] extra (ipykernel)
 # Run in the new venv: the top-level modules that the installed diffprune_core imports, at the top of a
 # file or inside a function, that cannot be found there.
 MISSING_IMPORTS = """

@@ -40,6 +40,8 @@ def test_every_notebook_has_smoke_parameters():
 def test_notebook_is_committed_clean_with_documented_parameters(path):
     notebook = nbformat.read(path, as_version=4)
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    ids = [cell.id for cell in notebook.cells]
+    assert len(set(ids)) == len(ids), f"cell ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}"
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, "commit notebooks without outputs"
@@ -52,6 +54,34 @@ def test_notebook_is_committed_clean_with_documented_parameters(path):
         assert spec["inferred_type_name"] != "None", f"{name} has no type annotation"
         assert spec["help"], f"{name} has no trailing comment"
     assert set(SMOKE.get(path.stem, {})) <= set(names), "smoke parameters must be parameters of the notebook"
+
+
+COLLAPSED = {"hide-input", "remove-input", "remove-cell"}  # myst-nb's tags that keep code out of a reader's way
+STUDENT = "student"  # a cell a student is meant to read, shown open: chapter 1's derivation, the call that prunes
+CHAPTERS = [path for path in NOTEBOOKS if path.stem != "11_provenance"]  # the provenance page is not a chapter
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_code_is_collapsed_and_prints_nothing_a_reader_sees(path):
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = set(cell.metadata.get("tags", []))
+        assert tags & (COLLAPSED | {STUDENT}), f"cell {cell.id}: tag it hide-input (or {STUDENT} if a student reads it)"
+        if not tags & {"remove-cell", "remove-output"}:
+            assert not re.search(r"\bprint\(", cell.source), f"cell {cell.id}: a verdict is glued once, not printed"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda path: path.stem)
+def test_every_chapter_opens_with_its_result(path):
+    """(That every table and figure is numbered, the browser check of the smoke build tells.)"""
+    notebook = nbformat.read(path, as_version=4)
+    opening = "".join(cell.source for cell in notebook.cells[:3] if cell.cell_type == "markdown")
+    box = re.search(r":::\{admonition\} In short\n:class: result\n(.*?)\n:::", opening, re.S)
+    assert box, "the chapter opens with the result box (the paper's claim, our measurement, the verdict)"
+    assert all(f"**{part}:**" in box.group(1) for part in ("The paper", "Here", "Verdict"))
+    assert re.search(r"\*\*Verdict:\*\*[^\n]*\{glue:text\}`\w+:s`", box.group(1)), "the verdict is a glued string"
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +155,15 @@ def test_book_builds_with_warnings_as_errors_and_loads_nothing_remote(smoke_book
 
 @pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(), reason="needs Debian's chromium: tools/setup.sh as root")
 def test_every_page_passes_the_browser_check(smoke_book, smoke_build):
-    """tools/check_pages.py at a desktop width: no console or page error, no network, math and titles rendered."""
+    """tools/check_pages.py at a desktop and a phone width: no console or page error, no network, math and titles
+    rendered, nothing a reader must not see (NaN, paths, warnings), every table and figure numbered and no table
+    wider than the text column."""
     assert smoke_build.returncode == 0
-    check = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "check_pages.py"),
-                            str(smoke_book / "_build" / "html")], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
+    for width in ("1280x900", "390x844"):  # a desktop and a phone
+        check = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "check_pages.py"),
+                                str(smoke_book / "_build" / "html"), "--viewport", width, "--fail-on-wide-tables"],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, width + "\n" + check.stdout[-3000:] + check.stderr[-2000:]
 
 
 def test_the_provenance_page_is_generated_at_every_build():

@@ -90,6 +90,34 @@ def test_library_digest_follows_every_source_line_and_package_version(tmp_path, 
     assert results.library_digest() != changed
 
 
+def test_library_imports_follow_every_form_of_import(tmp_path, monkeypatch):
+    library = tmp_path / "diffprune_core"
+    library.mkdir()
+    sources = {"__init__": "", "a": "from .b import x\nfrom . import c\n",
+               "b": "import os\n\ndef later():\n    import diffprune_core.d\n", "c": "from diffprune_core.e import y\n",
+               "d": "", "e": "from .a import z\n", "unused": "from .a import x\n"}
+    for name, text in sources.items():
+        (library / f"{name}.py").write_text(text)
+    monkeypatch.setattr(results, "LIBRARY_DIR", library)
+    assert results.library_imports("a") == {"__init__", "a", "b", "c", "d", "e"}
+
+
+def test_a_runs_digest_follows_the_code_it_runs_not_the_chapters_tables(tmp_path, monkeypatch):
+    runs = results.library_imports("experiments")
+    assert {"criteria", "pruner", "training", "sampling", "fid", "metrics", "ldpruner"} <= runs
+    assert not {"figures", "tables", "verdicts", "cli", "paper"} & runs, "presentation is not part of a run's key"
+    library = tmp_path / "diffprune_core"
+    shutil.copytree(results.LIBRARY_DIR, library, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(results, "LIBRARY_DIR", library)
+    before, whole = results.library_digest("experiments"), results.library_digest()
+    with open(library / "verdicts.py", "a") as file:
+        file.write("# a reworded sentence\n")
+    assert results.library_digest("experiments") == before and results.library_digest() != whole
+    with open(library / "training.py", "a") as file:
+        file.write("# one changed line\n")
+    assert results.library_digest("experiments") != before
+
+
 def test_svg_figures_are_byte_for_byte_reproducible(tmp_path):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()

@@ -4,8 +4,12 @@ Usage: .venv/bin/python tools/check_pages.py _build/html [--viewport 1280x900] [
                                                           [--screenshots DIR]
 Per page: console errors, uncaught page errors, failed requests, any request off 127.0.0.1 (blocked:
 the book must load nothing from the network), TeX left unrendered in the article once MathJax is done,
-MathJax errors, raw TeX in the <title> or the navigation (titles must read right without MathJax), and
-tables wider than the text column (warnings, or problems with --fail-on-wide-tables).
+MathJax errors, raw TeX in the <title> or the navigation (titles must read right without MathJax); in
+what a reader can read (visible text outside the code cells' source): NaN, an unrendered glue role, a
+warning or traceback, and any stderr/error output; anywhere in the article: an absolute path of the
+build machine, a matplotlib "<Figure size ...>"; on a chapter (notebooks/): a visible table or image
+without a numbered caption; a page wider than the window; and visible tables wider than the text column
+(warnings, or problems with --fail-on-wide-tables).
 Prints `page: kind: detail` per finding and a summary; exits 1 on problems, 2 when it cannot run.
 Needs Debian's chromium (tools/install_browser.sh) and playwright (requirements.txt); tools/setup.sh sets up both.
 """
@@ -57,16 +61,35 @@ PAGE_REPORT_JS = r"""() => {
       if (/auto|scroll/.test(getComputedStyle(e).overflowX)) return true;
     return false;
   };
+  // What a reader can read: visible text outside the code cells' source (collapsed code is not visible).
+  const readable = [];
+  const textWalker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+  for (let node = textWalker.nextNode(); node; node = textWalker.nextNode()) {
+    const parent = node.parentElement;
+    if (parent.closest('script, style, .cell_input, mjx-container') || !parent.checkVisibility()) continue;
+    readable.push(node.textContent);
+  }
+  const streams = [...article.querySelectorAll('.output.stderr, .output.traceback, .output.error')]
+    .map(el => el.textContent.replace(/\s+/g, ' ').trim().slice(0, 80));
   const style = getComputedStyle(article);
   const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  const tables = [...article.querySelectorAll('table')].map((table, i) => ({
+  const visible = [...article.querySelectorAll('table')].filter(table => table.checkVisibility());
+  const unnumbered = [
+    ...visible.filter(table => !table.caption?.querySelector('.caption-number')).map(table =>
+      `table: ${table.textContent.replace(/\s+/g, ' ').trim().slice(0, 60)}`),
+    ...[...article.querySelectorAll('img')].filter(img => img.checkVisibility()
+      && !img.closest('figure')?.querySelector('figcaption .caption-number')).map(img => `image: ${img.alt || img.src}`),
+  ];
+  const tables = visible.map((table, i) => ({
     index: i + 1,
     label: (table.caption?.textContent || table.closest('section')?.querySelector('h1, h2, h3')?.textContent
             || '').replace(/\s+/g, ' ').replace(/#$/, '').trim().slice(0, 60),
     width: Math.ceil(Math.max(table.scrollWidth, table.getBoundingClientRect().width)),
     scrolls: scrollsInside(table, article),
   }));
-  return {tex, mathErrors, column: Math.floor(column), tables};
+  const page = {width: document.documentElement.scrollWidth, screen: window.innerWidth};
+  return {tex, mathErrors, column: Math.floor(column), tables, readable: readable.join(''), streams,
+          all: article.textContent, unnumbered, page};
 }"""
 
 # Titles as the HTML gives them, before MathJax touches the page: the page's own source, parsed again
@@ -81,6 +104,17 @@ TITLE_TEXTS_JS = r"""async () => {
   return [['<title>', doc.title], ...texts].map(([where, text]) => [where, text.replace(/\s+/g, ' ').trim()]);
 }"""
 RAW_TEX = re.compile(r"\\(?:[()\[\]]|[A-Za-z]+)")
+# What a rendered page must not show a reader (in the readable text; paths and figure reprs anywhere in
+# the article, collapsed code included).
+READABLE_FINDINGS = {
+    "missing value": re.compile(r"\b(?:NaN|nan)\b"),
+    "unrendered glue": re.compile(r"\{glue(?::\w+)?\}|\bglue:(?:text|md|figure|any)\b"),
+    "warning in output": re.compile(r"\b\w*Warning: |Traceback \(most recent call last\)"),
+}
+ANYWHERE_FINDINGS = {
+    "absolute path": re.compile(r"(?<![\w.~])/(?:work|home|root|tmp|Users|mnt|var|opt|srv)/[^\s'\"<>)]*"),
+    "figure repr": re.compile(r"<Figure size [^>]*>"),
+}
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -165,9 +199,21 @@ def check_page(browser, size: dict, url: str, screenshot: Path = None) -> tuple:
         context.close()
     if report is None:
         problems.append(("no article", "no <article> or <main> element"))
-        report = {"tex": [], "mathErrors": [], "tables": [], "column": 0}
+        report = {"tex": [], "mathErrors": [], "tables": [], "column": 0, "readable": "", "streams": [], "all": "",
+                  "unnumbered": [], "page": {"width": 0, "screen": 0}}
     problems += [("unrendered math", f'"{text}"') for text in report["tex"]]
     problems += [("mathjax error", error) for error in report["mathErrors"]]
+    for kind, pattern in READABLE_FINDINGS.items():
+        problems += [(kind, f'"{snippet(report["readable"], match)}"')
+                     for match in pattern.finditer(report["readable"])]
+    for kind, pattern in ANYWHERE_FINDINGS.items():
+        problems += [(kind, f'"{snippet(report["all"], match)}"') for match in pattern.finditer(report["all"])]
+    problems += [("error or warning stream", text) for text in report["streams"]]
+    if report["page"]["width"] > report["page"]["screen"]:
+        problems.append(("page wider than the screen", f'{report["page"]["width"]}px in a {report["page"]["screen"]}px '
+                                                       "window: the reader scrolls sideways"))
+    if urlsplit(url).path.split("/")[-2:-1] == ["notebooks"]:  # a chapter: every table and figure has a number
+        problems += [("unnumbered table or figure", what) for what in report["unnumbered"]]
     problems += [("tex in title", f'{where}: "{text}"')
                  for where, text in dict.fromkeys(map(tuple, titles)) if RAW_TEX.search(text)]
     for table in report["tables"]:
@@ -177,6 +223,11 @@ def check_page(browser, size: dict, url: str, screenshot: Path = None) -> tuple:
             warnings.append(("wide table", f'table {table["index"]}{label} is {table["width"]}px wide in a '
                                            f'{report["column"]}px column ({where})'))
     return problems, warnings
+
+
+def snippet(text: str, match) -> str:
+    """The match with up to 30 characters either side, on one line."""
+    return " ".join(text[max(0, match.start() - 30):match.end() + 30].split())
 
 
 def viewport(text: str) -> dict:

@@ -1,0 +1,54 @@
+"""The book's tables as a reader sees them: precision, units, one percent style, intervals, '–'."""
+import math
+
+import pandas as pd
+import pytest
+
+from diffprune_core import tables
+from diffprune_core.errors import InputError
+
+
+def test_each_kind_of_number_has_one_style():
+    frame = pd.DataFrame({"row": ["Pretrained", "Diff-Pruning (T = 0.05)"], "fid": [198.26, 7.964],
+                          "ssim": [1.0, 0.85612], "kept": [1.0, 0.5381], "off": [-0.5641, 0.012],
+                          "params": [35_716_000, 23_448_560], "macs": [6.1e9, 52_300.0], "steps": [300, 1500]})
+    shown = tables.cells(frame, {"row": ("Row", "text"), "fid": ("FID", "fid"), "ssim": ("SSIM", "ssim"),
+                                 "kept": ("Params kept", "share"), "off": ("Change", "change"),
+                                 "params": ("#Params", "count"), "macs": ("MACs", "count"),
+                                 "steps": ("Fine-tuning steps", "integer")})
+    assert shown.columns.tolist() == ["Row", "FID", "SSIM", "Params kept", "Change", "#Params", "MACs",
+                                      "Fine-tuning steps"]
+    assert shown.iloc[0].tolist() == ["Pretrained", "198", "1.000", "100.0%", "-56.4%", "35.7 M", "6.1 G", "300"]
+    assert shown.iloc[1].tolist() == ["Diff-Pruning (T = 0.05)", "7.96", "0.856", "53.8%", "+1.2%", "23.4 M",
+                                      "52.3 k", "1,500"]
+
+
+def test_intervals_take_the_means_precision_and_missing_values_a_dash():
+    frame = pd.DataFrame({"FID": [26.24, 198.26, math.nan, 31.0], "FID low": [10.46, 114.22, math.nan, math.nan],
+                          "FID high": [42.01, 282.3, math.nan, math.nan],
+                          "ssim": [0.856, 0.4, 0.7, None], "ssim_low": [0.8231, 0.35, math.nan, math.nan],
+                          "ssim_high": [0.8889, 0.45, math.nan, math.nan]})
+    shown = tables.cells(frame, {"FID": ("FID", "fid"), "ssim": ("SSIM", "ssim")})
+    assert shown["FID"].tolist() == ["26.2 [10.5, 42.0]", "198 [114, 282]", "–", "31.0"]
+    assert shown["SSIM"].tolist() == ["0.856 [0.823, 0.889]", "0.400 [0.350, 0.450]", "0.700", "–"]
+
+
+def test_other_measures_take_three_significant_digits_and_times_their_unit():
+    frame = pd.DataFrame({"gain": [0.0000409, 3.1512], "wall": [92.17, 0.5], "fit": [7.2, 12.0]})
+    shown = tables.cells(frame, {"gain": ("Gain", "significant"), "wall": ("Wall time", "minutes"),
+                                 "fit": ("Training", "seconds")})
+    assert shown.values.tolist() == [["0.0000409", "92.2 min", "7.2 s"], ["3.15", "0.5 min", "12.0 s"]]
+
+
+def test_markdown_aligns_numbers_right_and_escapes_pipes():
+    frame = pd.DataFrame({"name": ["a|b"], "share": [0.25]})
+    text = tables.markdown(frame, {"name": ("Name", "text"), "share": ("Share", "share")}).data
+    assert text.splitlines() == ["| Name | Share |", "| :--- | ---: |", "| a\\|b | 25.0% |"]
+
+
+def test_unknown_columns_and_formats_are_refused():
+    frame = pd.DataFrame({"fid": [1.0]})
+    with pytest.raises(InputError, match="no column"):
+        tables.cells(frame, {"FID": ("FID", "fid")})
+    with pytest.raises(InputError, match="unknown format"):
+        tables.cells(frame, {"fid": ("FID", "percent")})
