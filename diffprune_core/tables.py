@@ -41,7 +41,7 @@ FORMATS = {
     "ssim": lambda value: f"{value:.3f}",
     "ratio": lambda value: f"{value:.2f}",  # a time or size ratio: 0.64
     "share": lambda value: f"{value:.1%}",  # a share of the dense model: 53.8%
-    "change": lambda value: f"{value:+.1%}",  # a signed change: -56.4%, +1.2%
+    "change": lambda value: f"{round(value, 3) or 0.0:+.1%}",  # a signed change: -56.4%, +1.2%, +0.0% (never -0.0%)
     "count": lambda value: with_unit(float(value)),  # #Params or MACs as counted: 35.7 M, 6.1 G
     "millions": lambda value: f"{value:.3g} M",  # #Params or MACs already in millions (the paper's tables)
     "billions": lambda value: f"{value:.3g} G",

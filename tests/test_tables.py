@@ -9,9 +9,9 @@ from diffprune_core.errors import InputError
 
 
 def test_each_kind_of_number_has_one_style():
-    frame = pd.DataFrame({"row": ["Pretrained", "Diff-Pruning (T = 0.05)"], "fid": [198.26, 7.964],
-                          "ssim": [1.0, 0.85612], "kept": [1.0, 0.5381], "off": [-0.5641, 0.012],
-                          "params": [35_716_000, 23_448_560], "macs": [6.1e9, 52_300.0], "steps": [300, 1500]})
+    frame = pd.DataFrame({"row": ["Pretrained", "Diff-Pruning (T = 0.05)", "LSUN"], "fid": [198.26, 7.964, 1.0],
+                          "ssim": [1.0, 0.85612, 1.0], "kept": [1.0, 0.5381, 1.0], "off": [-0.5641, 0.012, -0.0004],
+                          "params": [35_716_000, 23_448_560, 1], "macs": [6.1e9, 52_300.0, 1], "steps": [300, 1500, 0]})
     shown = tables.cells(frame, {"row": ("Row", "text"), "fid": ("FID", "fid"), "ssim": ("SSIM", "ssim"),
                                  "kept": ("Params kept", "share"), "off": ("Change", "change"),
                                  "params": ("#Params", "count"), "macs": ("MACs", "count"),
@@ -21,6 +21,7 @@ def test_each_kind_of_number_has_one_style():
     assert shown.iloc[0].tolist() == ["Pretrained", "198", "1.000", "100.0%", "-56.4%", "35.7 M", "6.1 G", "300"]
     assert shown.iloc[1].tolist() == ["Diff-Pruning (T = 0.05)", "7.96", "0.856", "53.8%", "+1.2%", "23.4 M",
                                       "52.3 k", "1,500"]
+    assert shown.iloc[2]["Change"] == "+0.0%", "a change that rounds to zero has no minus sign"
 
 
 def test_intervals_take_the_means_precision_and_missing_values_a_dash():
