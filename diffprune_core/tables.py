@@ -51,8 +51,9 @@ FORMATS = {
 }
 
 
-def bounds(frame: pd.DataFrame, column: str):
-    """The interval columns of ``column`` in ``frame`` ('<column> low' or '<column>_low'), or None."""
+def bounds(frame, column: str):
+    """The interval columns of ``column`` in ``frame`` ('<column> low' or '<column>_low'), or None; of a row, its
+    two bounds."""
     for low, high in ((f"{column} low", f"{column} high"), (f"{column}_low", f"{column}_high")):
         if low in frame and high in frame:
             return frame[low], frame[high]
@@ -71,6 +72,12 @@ def cell(value, kind: str, low=math.nan, high=math.nan) -> str:
         spec = f".{decimals_for(value)}f" if kind in ("significant", "fid") else ".3f" if kind == "ssim" else ".2f"
         return formatted({"value": value, "low": low, "high": high}, spec)
     return f"{FORMATS[kind](value)} [{FORMATS[kind](low)}, {FORMATS[kind](high)}]"
+
+
+def of_row(row, column: str, kind: str) -> str:
+    """``column`` of one table row as :func:`cell` shows it, with its interval where the row has its bounds."""
+    low, high = bounds(row, column) or (math.nan, math.nan)
+    return cell(row[column], kind, low, high)
 
 
 def cells(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:

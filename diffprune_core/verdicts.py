@@ -15,12 +15,17 @@ BASELINES = ("random", "magnitude", "taylor")
 
 
 def interval(row, column: str) -> dict:
-    """``column`` of a table row as an interval: its own bounds if the table has them, else exact."""
+    """``column`` of a table row (or a run's metrics) as an interval: its bounds where the row has them ('<column>
+    low'/'<column> high', '<column>_low'/'<column>_high', or the pair '<column>_interval' that
+    :func:`experiments.measure` writes), else exact (the paper's numbers)."""
     value = float(row[column])
-    low, high = row.get(f"{column} low", math.nan), row.get(f"{column} high", math.nan)
-    if f"{column} low" not in row.index:
-        low = high = value
-    return {"value": value, "low": float(low), "high": float(high)}
+    for low, high in ((f"{column} low", f"{column} high"), (f"{column}_low", f"{column}_high")):
+        if low in row and high in row:
+            return {"value": value, "low": float(row[low]), "high": float(row[high])}
+    if f"{column}_interval" in row:
+        low, high = row[f"{column}_interval"]
+        return {"value": value, "low": float(low), "high": float(high)}
+    return {"value": value, "low": value, "high": value}
 
 
 def best_sentence(result: dict) -> str:

@@ -53,3 +53,9 @@ def test_unknown_columns_and_formats_are_refused():
         tables.cells(frame, {"FID": ("FID", "fid")})
     with pytest.raises(InputError, match="unknown format"):
         tables.cells(frame, {"fid": ("FID", "percent")})
+
+
+def test_one_rows_value_with_its_interval():
+    row = pd.Series({"ours SSIM": 0.85612, "ours SSIM low": 0.8231, "ours SSIM high": 0.8889, "fid": 26.24})
+    assert tables.of_row(row, "ours SSIM", "ssim") == "0.856 [0.823, 0.889]"
+    assert tables.of_row(row, "fid", "fid") == "26.2"

@@ -54,6 +54,13 @@ def test_table1_verdict_agrees_disagrees_or_cannot_tell():
     assert "scratch training: agrees in part (3 of 4 pruned models" in one_loses
 
 
+def test_interval_reads_each_way_a_row_carries_its_bounds():
+    assert interval(pd.Series({"FID": 3.0, "FID low": 2.0, "FID high": 4.0}), "FID") == {"value": 3.0, "low": 2.0, "high": 4.0}
+    assert interval(pd.Series({"ssim": 0.8, "ssim_low": 0.7, "ssim_high": 0.9}), "ssim")["low"] == 0.7
+    assert interval({"ssim": 0.8, "ssim_interval": (0.75, 0.85)}, "ssim")["high"] == 0.85  # a run's metrics
+    assert interval(pd.Series({"FID": 5.49}), "FID") == {"value": 5.49, "low": 5.49, "high": 5.49}  # the paper's
+
+
 def test_orders_agree_unless_a_separated_pair_is_reversed():
     assert orders_agree("a ~ b < c", "b < a < c")
     assert not orders_agree("a < b ~ c", "b < a < c")
