@@ -65,6 +65,7 @@ class RunSpec:
     prune_batch: int = 64  # images in Algorithm 1's one batch
     train_steps: int = 600  # fine-tuning (or scratch training) steps; 0 = none
     n_samples: int = 500  # samples for FID and SSIM
+    fid_sets: int = 1  # independent sets of n_samples (each from its own x_T): FID is their mean, with a t interval
     sample_steps: int = 100  # DDIM steps (eta 0)
     seed: int = 0
     n_gen: int = 16  # LD-Pruner: samples per scoring set, N_gen
@@ -75,8 +76,8 @@ class RunSpec:
             raise InputError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.method in LD_PRUNER_METHODS and self.macs_reduction is None:
             raise InputError(f"{self.method} runs need macs_reduction, e.g. what a channel-pruning run achieved")
-        if self.train_steps < 0 or self.n_samples < 2:
-            raise InputError("train_steps must be >= 0 and n_samples >= 2")
+        if self.train_steps < 0 or self.n_samples < 2 or self.fid_sets < 1:
+            raise InputError("train_steps must be >= 0, n_samples >= 2 and fid_sets >= 1")
         check_score_form(self.score_form)
 
 
@@ -142,10 +143,10 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
             train(model, examples.images, TrainConfig.cpu(steps=spec.train_steps, seed=spec.seed), tmp / "train",
                   resume=False, progress=progress, labels=labels)
         clock.lap("fine_tuning")
-        requested = sample_labels(model, spec.n_samples)
-        samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, labels=requested,
-                              progress=progress)
-        seconds_per_image = clock.lap("sampling") / spec.n_samples
+        n = spec.n_samples * spec.fid_sets
+        requested = sample_labels(model, n)
+        samples = ddim_sample(model, n=n, seed=spec.seed, steps=spec.sample_steps, labels=requested, progress=progress)
+        seconds_per_image = clock.lap("sampling") / n
         metrics = {**measure(model, samples, reference, examples.images, spec, labels=requested),
                    "seconds_per_image": seconds_per_image}
         clock.lap("measuring")
@@ -281,13 +282,21 @@ def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) ->
     """The U-Net's params and MACs, FID (digits features), SSIM to the teacher; on digits, what the classifier
     reads (confident rate, Inception Score analogue, class accuracy). (The sampling latency, U-Net steps and
     decoding in batches of 64, is the time :func:`run` took to draw ``samples``.)
-    SSIM and class accuracy come with their 95% intervals over the samples (:mod:`intervals`); FID has none
-    (a bootstrap over a few hundred samples is dominated by the bias that repeated samples give FID)."""
+
+    SSIM and class accuracy come with their 95% intervals over all the samples (:mod:`intervals`). FID is
+    measured on each of ``spec.fid_sets`` sets of ``spec.n_samples`` samples; with more than one set it is their
+    mean with the t interval over the sets ('fid_interval', each set's FID in 'fid_sets'). Sets of their own
+    x_T, not a bootstrap of one set: resampling with repeats biases FID upwards by more than its spread
+    (``benchmarks/fid_intervals.py``)."""
     complexity = count_macs(model.unet, example_inputs(model))
-    score = fid(samples, images, reference_name=f"{spec.data}-all")
+    scores = [fid(block, images, reference_name=f"{spec.data}-all") for block in samples.split(spec.n_samples)]
+    values = [score["value"] for score in scores]
     pairs = mean_interval(ssim(samples, reference)) if reference is not None else {"value": 1.0, "low": 1.0, "high": 1.0}
-    metrics = {**complexity, "fid": score["value"], "fid_label": score["label"],
+    metrics = {**complexity, "fid": values[0], "fid_label": scores[0]["label"],
                "ssim": pairs["value"], "ssim_interval": [pairs["low"], pairs["high"]]}
+    if len(values) > 1:
+        over_sets = mean_interval(values)
+        metrics |= {"fid": over_sets["value"], "fid_interval": [over_sets["low"], over_sets["high"]], "fid_sets": values}
     if model.image_shape[0] == 1 and spec.data == "digits":
         judged = classify_samples(samples, labels=labels)
         metrics |= {key: judged[key] for key in ("confident_rate", "inception_score", "class_accuracy") if key in judged}
@@ -367,7 +376,7 @@ def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progres
     gradients summed so far is copied, pruned with the Diff-Pruning score and sampled from the
     teacher's noise.
     """
-    reference = load_samples(teacher_spec(spec), root, progress)
+    reference = load_samples(teacher_spec(spec), root, progress)[:spec.n_samples]  # the first of its fid_sets
     model, examples = load_teacher(spec)
     batch = algorithm1_examples(examples, spec)
     inputs = example_inputs(model)

@@ -20,10 +20,11 @@ import math
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import torch
 from torchvision.utils import make_grid
 
 from .architectures import example_inputs
-from .checkpoints import load_unet
+from .checkpoints import layer_widths, load_unet
 from .complexity import count_macs
 from .criteria import StructureImportance, timestep_losses
 from .data import load_images
@@ -187,7 +188,8 @@ def plot_relative_losses(ax, curve: pd.DataFrame, marks: dict) -> None:
 
 
 def pruned_size(model, ratio: float) -> dict:
-    """What channel ratio ``ratio`` leaves of ``model`` (unchanged): params, MACs, shares removed, block widths.
+    """What channel ratio ``ratio`` leaves of ``model`` (unchanged): params, MACs, shares removed, block widths, and
+    the layers it shrinks by kind (:func:`shrunk_layers`).
 
     Widths depend on the ratio alone (the paper's rounding, pruner.py), so magnitude scores are used.
     """
@@ -198,7 +200,39 @@ def pruned_size(model, ratio: float) -> dict:
             "params_removed": 1 - after["params"] / before["params"],
             "macs_removed": 1 - after["macs"] / before["macs"],
             "widths": [block.resnets[0].conv1.out_channels for block in pruned.down_blocks],
-            "dense_widths": [block.resnets[0].conv1.out_channels for block in model.down_blocks]}
+            "dense_widths": [block.resnets[0].conv1.out_channels for block in model.down_blocks],
+            "shrunk": shrunk_layers(model, pruned)}
+
+
+SHRUNK_KINDS = ("GroupNorm", "time embedding", "attention", "convolution", "other")
+
+
+def shrunk_layers(dense, pruned) -> dict:
+    """{kind: names} of the layers (:func:`checkpoints.layer_widths`) whose width differs between ``dense`` and
+    ``pruned``, one of :data:`SHRUNK_KINDS`: the GroupNorms (a GroupNorm-coupled group lost channels), the time
+    embedding and its projections into the resnets, the attention projections, the other convolutions."""
+    before, after = layer_widths(dense), layer_widths(pruned)
+    modules = dict(dense.named_modules())
+    shrunk = {kind: [] for kind in SHRUNK_KINDS}
+    for name in (name for name in before if before[name] != after[name]):
+        kind = ("GroupNorm" if isinstance(modules[name], torch.nn.GroupNorm) else
+                "time embedding" if "time_emb" in name else "attention" if ".attentions." in name else
+                "convolution" if isinstance(modules[name], torch.nn.Conv2d) else "other")
+        shrunk[kind].append(name)
+    return shrunk
+
+
+def shrunk_sentence(shrunk: dict) -> str:
+    """What :func:`shrunk_layers` found, in words: 'the time embedding and its projections into the resnets (20
+    layers), the attention projections (24 layers) and 6 convolutions'; 'nothing' when no layer shrank."""
+    words = {"GroupNorm": "GroupNorm-coupled channel groups ({} GroupNorms)",
+             "time embedding": "the time embedding and its projections into the resnets ({} layers)",
+             "attention": "the attention projections ({} layers)", "convolution": "{} convolutions",
+             "other": "{} other layers"}
+    parts = [words[kind].format(len(shrunk[kind])) for kind in SHRUNK_KINDS if shrunk.get(kind)]
+    if not parts:
+        return "nothing"
+    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
 
 
 def equal_macs_table(result, ratio: float) -> pd.DataFrame:
@@ -346,8 +380,8 @@ def plot_operator_scores(ranking: pd.DataFrame, title: str, *, width: float = FI
 def budget_tables(result, ratio: float) -> tuple:
     """Chapter 9's runs (:class:`experiments.EqualMacs`) as two reader's tables: the sizes (one row per model:
     'model', 'params', 'macs', 'macs removed', 'operators') and the quality (one row per model and budget: 'model'
-    with its fine-tuning steps, 'fid', 'ssim' with 'ssim low'/'ssim high', and 'class accuracy' with its bounds
-    where the runs measured it)."""
+    with its fine-tuning steps, 'fid', 'ssim' and 'class accuracy' each with its bounds ('fid low'/'fid high')
+    where the runs measured them)."""
     dense, first, final = result.dense, min(result.ld), max(result.ld)
     dp_label = f"Diff-Pruning (p = {ratio:g})"
     sizes = pd.DataFrame([{"model": label, "params": m["params"], "macs": m["macs"], "macs removed": 1 - m["macs"] / dense["macs"],
@@ -355,8 +389,8 @@ def budget_tables(result, ratio: float) -> tuple:
                           for label, m in (("Teacher", dense), (dp_label, result.dp[first]), ("LD-Pruner", result.ld[first]))])
 
     def row(label: str, m: dict) -> dict:
-        values = {"model": label, "fid": m["fid"]}
-        for column in ("ssim", "class_accuracy"):
+        values = {"model": label}
+        for column in ("fid", "ssim", "class_accuracy"):
             if column in m:
                 low, high = m.get(f"{column}_interval", (math.nan, math.nan))
                 name = column.replace("_", " ")
@@ -370,9 +404,17 @@ def budget_tables(result, ratio: float) -> tuple:
     return sizes, pd.DataFrame(rows)
 
 
+def run_error_bars(metrics: list, column: str):
+    """Error bars (below, above) of ``column`` from runs' '<column>_interval' pairs (experiments.measure); None
+    when a run has none (one set of samples)."""
+    if not all(f"{column}_interval" in m for m in metrics):
+        return None
+    return [[m[column] - m[f"{column}_interval"][0] for m in metrics], [m[f"{column}_interval"][1] - m[column] for m in metrics]]
+
+
 def plot_budgets(result, ratio: float, columns: list, *, width: float = FIGURE_WIDTH):
     """FID, SSIM (or class accuracy) against the fine-tuning budget for both methods, two panels a row at the
-    text column's width; markers only when there are two budgets or fewer (no line suggesting a trend), the
+    text column's width, with each run's interval as error bars; markers only when there are two budgets or fewer (no line suggesting a trend), the
     teacher dotted, scratch training a grey square, the legend below the panels. The title states the MACs each
     method removed (they need not be equal)."""
     budgets = sorted(result.dp)
@@ -382,8 +424,10 @@ def plot_budgets(result, ratio: float, columns: list, *, width: float = FIGURE_W
     style = "o-" if len(budgets) > 2 else "o"
     for ax, column in zip(axes.flat, columns):
         for label, series, colour in [(f"Diff-Pruning (p = {ratio:g})", result.dp, "tab:blue"), ("LD-Pruner", result.ld, "tab:red")]:
-            ax.plot(budgets, [series[s][column] for s in budgets], style, color=colour, label=label)
-        ax.plot([budgets[-1]], [result.scratch[column]], "s", color="tab:gray", label="LD-Pruner's architecture, from scratch")
+            ax.errorbar(budgets, [series[s][column] for s in budgets], yerr=run_error_bars([series[s] for s in budgets], column),
+                        fmt=style, color=colour, capsize=3, label=label)
+        ax.errorbar([budgets[-1]], [result.scratch[column]], yerr=run_error_bars([result.scratch], column), fmt="s",
+                    color="tab:gray", capsize=3, label="LD-Pruner's architecture, from scratch")
         ax.axhline(result.dense[column], color="black", ls=":", lw=1, label="teacher")
         ax.set(xlabel="fine-tuning steps", ylabel=labels[column])
         ax.set_xticks(budgets)

@@ -75,9 +75,21 @@ def cell(value, kind: str, low=math.nan, high=math.nan) -> str:
 
 
 def of_row(row, column: str, kind: str) -> str:
-    """``column`` of one table row as :func:`cell` shows it, with its interval where the row has its bounds."""
-    low, high = bounds(row, column) or (math.nan, math.nan)
+    """``column`` of one table row (or a run's metrics) as :func:`cell` shows it, with its interval where the row has
+    its bounds or the run its '<column>_interval' pair."""
+    low, high = row[f"{column}_interval"] if f"{column}_interval" in row else bounds(row, column) or (math.nan, math.nan)
     return cell(row[column], kind, low, high)
+
+
+def with_bounds(frame: pd.DataFrame, columns: list) -> pd.DataFrame:
+    """``frame`` with '<column>_low' and '<column>_high' for each of ``columns`` from the runs' '<column>_interval'
+    pairs (:func:`experiments.measure`); NaN (no interval shown) where a run has none."""
+    frame = frame.copy()
+    for column in columns:
+        pairs = frame[f"{column}_interval"] if f"{column}_interval" in frame else [None] * len(frame)
+        bounds_of = [pair if isinstance(pair, (list, tuple)) else (math.nan, math.nan) for pair in pairs]
+        frame[f"{column}_low"], frame[f"{column}_high"] = [b[0] for b in bounds_of], [b[1] for b in bounds_of]
+    return frame
 
 
 def cells(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:

@@ -394,21 +394,22 @@ def macs_sentence(dp_macs: float, ld_macs: float, dense_macs: float, *, toleranc
             f"MACs than Diff-Pruning's, beyond the {limit} taken as equal")
 
 
-def preserved_weights_verdict(measures: dict) -> str:
+def preserved_weights_verdict(measures: dict, *, lower: tuple = ("FID",)) -> str:
     """The verdict on "fine-tuning from the preserved weights beats training the same pruned architecture from
-    scratch" (LD-Pruner's Table 3): ``measures`` maps a measure where higher is better (SSIM, class accuracy) to
-    (preserved, scratch) intervals. 'agrees' when every measure is higher with the preserved weights beyond the
-    intervals, 'disagrees' when one is lower beyond them, else 'cannot tell: the intervals overlap' (naming the
-    measures that overlap, and those that agree)."""
+    scratch" (LD-Pruner's Table 3): ``measures`` maps a measure to (preserved, scratch) intervals; higher is better
+    except for the measures in ``lower`` (FID). 'agrees' when every measure is better with the preserved weights
+    beyond the intervals, 'disagrees' when one is worse beyond them, else 'cannot tell: the intervals overlap'
+    (naming the measures that overlap, and those that agree)."""
     if not measures:
         return "cannot tell: no measure"
-    outcome = {name: compare(preserved, scratch) for name, (preserved, scratch) in measures.items()}
-    higher = [name for name, o in outcome.items() if o == "higher"]
-    lower = [name for name, o in outcome.items() if o == "lower"]
+    outcome = {name: compare(*((scratch, preserved) if name in lower else (preserved, scratch)))
+               for name, (preserved, scratch) in measures.items()}  # 'higher': better with the preserved weights
+    better = [name for name, o in outcome.items() if o == "higher"]
+    worse = [name for name, o in outcome.items() if o == "lower"]
     overlapping = [name for name, o in outcome.items() if o == "overlapping"]
-    if lower:
-        return f"disagrees: {_listed(lower)} lower with the preserved weights than from scratch, beyond the intervals"
+    if worse:
+        return f"disagrees: {_listed(worse)} worse with the preserved weights than from scratch, beyond the intervals"
     if not overlapping:
-        return f"agrees: {_listed(higher)} higher with the preserved weights than from scratch, beyond the intervals"
+        return f"agrees: {_listed(better)} better with the preserved weights than from scratch, beyond the intervals"
     return (f"cannot tell: the intervals overlap for {_listed(overlapping)}"
-            + (f" ({_listed(higher)} higher with the preserved weights)" if higher else ""))
+            + (f" ({_listed(better)} better with the preserved weights)" if better else ""))

@@ -65,6 +65,26 @@ def test_runs_are_measured_once_and_cached(spec, tmp_path):
     assert run(spec, root=root)["fid"] == -1.0, "a finished run is read back, not recomputed"
 
 
+def test_fid_over_independent_sets_of_samples(spec, tmp_path):
+    """With fid_sets, FID is the mean over sets of n_samples samples, each set its own x_T, with the t interval of
+    that mean; the first set is the one-set run's samples, and SSIM pairs every sample with the teacher's."""
+    root, sets = tmp_path / "runs", replace(spec, n_samples=3, fid_sets=3)
+    measured = run(sets, root=root, progress=False)
+    samples, teacher = load_samples(sets, root), load_samples(teacher_spec(sets), root)
+    _, examples = load_teacher(spec)
+    each = [fid(block, examples.images, reference_name="digits-all")["value"] for block in samples.split(3)]
+    assert len(samples) == 9 and measured["fid_sets"] == pytest.approx(each, rel=1e-6)
+    mean, sd = sum(each) / 3, torch.tensor(each, dtype=torch.float64).std().item()
+    half = 4.302653 * sd / 3 ** 0.5  # Student's t, 2 degrees of freedom, 95%
+    assert measured["fid"] == pytest.approx(mean, rel=1e-6)
+    assert measured["fid_interval"] == pytest.approx([mean - half, mean + half], rel=1e-5)
+    assert measured["ssim"] == pytest.approx(mean_ssim(samples, teacher), abs=1e-3)
+    assert torch.equal(samples[:3], load_samples(replace(sets, fid_sets=1), root)), "set 0 is the one-set run's"
+    assert "fid_interval" not in run(replace(sets, fid_sets=1), root=root), "one set: no interval"
+    with pytest.raises(InputError, match="fid_sets"):
+        replace(spec, fid_sets=0)
+
+
 def test_keys_differ_by_setting_and_by_package_version(spec, monkeypatch):
     assert run_key(spec) != run_key(replace(spec, threshold=0.02))
     assert run_key(spec) != run_key(replace(spec, score_form="released-code"))

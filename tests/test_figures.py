@@ -82,6 +82,18 @@ def test_pruned_size_moves_in_whole_groupnorm_groups(tiny_unet):
     assert 0.4 < size["params_removed"] < 0.5 and 0 < size["macs_removed"] < 1
 
 
+def test_shrunk_layers_sorts_the_changed_widths_by_kind(tiny_unet):
+    """At 5% the teacher's GroupNorm-coupled groups stay whole (m < G): only the time embedding, the attention
+    projections and a few convolutions outside those groups shrink; at 30% the groups shrink too."""
+    small, large = figures.pruned_size(tiny_unet, 0.05)["shrunk"], figures.pruned_size(tiny_unet, 0.3)["shrunk"]
+    assert not small["GroupNorm"] and small["time embedding"] and small["attention"] and small["convolution"]
+    assert "time_embedding.linear_1" in small["time embedding"] and all(".attentions." in n for n in small["attention"])
+    assert large["GroupNorm"] and "conv_in" in large["convolution"]
+    sentence = figures.shrunk_sentence(small)
+    assert sentence.startswith("the time embedding") and f"{len(small['convolution'])} convolutions" in sentence
+    assert figures.shrunk_sentence({kind: [] for kind in figures.SHRUNK_KINDS}) == "nothing"
+
+
 def test_plot_sample_rows_captions_each_model():
     samples = {"dense": torch.zeros(4, 1, 16, 16), "pruned": torch.ones(4, 1, 16, 16)}
     figure = figures.plot_sample_rows(samples, {"pruned": "SSIM 0.5"}, n=3)

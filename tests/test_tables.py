@@ -59,3 +59,13 @@ def test_one_rows_value_with_its_interval():
     row = pd.Series({"ours SSIM": 0.85612, "ours SSIM low": 0.8231, "ours SSIM high": 0.8889, "fid": 26.24})
     assert tables.of_row(row, "ours SSIM", "ssim") == "0.856 [0.823, 0.889]"
     assert tables.of_row(row, "fid", "fid") == "26.2"
+    run = {"fid": 26.24, "fid_interval": [21.4, 31.07]}  # a run's metrics (experiments.measure)
+    assert tables.of_row(run, "fid", "fid") == "26.2 [21.4, 31.1]"
+
+
+def test_bounds_from_the_runs_interval_pairs():
+    runs = pd.DataFrame({"fid": [20.0, 30.0], "fid_interval": [[18.0, 22.0], None], "ssim": [0.5, 0.6]})
+    bounded = tables.with_bounds(runs, ["fid", "ssim"])
+    assert bounded["fid_low"].tolist()[0] == 18.0 and bounded["fid_high"].tolist()[0] == 22.0
+    assert bounded[["fid_low", "ssim_low", "ssim_high"]].iloc[1].isna().all(), "no interval: NaN, shown without one"
+    assert tables.cells(bounded, {"fid": ("FID", "fid")})["FID"].tolist() == ["20.0 [18.0, 22.0]", "30.0"]

@@ -227,8 +227,11 @@ def test_preserved_weights_verdict_reads_the_intervals():
     from diffprune_core.verdicts import preserved_weights_verdict
     point = lambda v, h=0.01: {"value": v, "low": v - h, "high": v + h}  # noqa: E731
     assert preserved_weights_verdict({"SSIM": (point(0.85), point(0.63)), "class accuracy": (point(0.77), point(0.58))}) == (
-        "agrees: SSIM and class accuracy higher with the preserved weights than from scratch, beyond the intervals")
-    assert preserved_weights_verdict({"SSIM": (point(0.5), point(0.63))}).startswith("disagrees: SSIM lower")
+        "agrees: SSIM and class accuracy better with the preserved weights than from scratch, beyond the intervals")
+    assert preserved_weights_verdict({"SSIM": (point(0.5), point(0.63))}).startswith("disagrees: SSIM worse")
     assert preserved_weights_verdict({"SSIM": (point(0.85), point(0.63)), "class accuracy": (point(0.6, 0.1), point(0.58))}) == (
-        "cannot tell: the intervals overlap for class accuracy (SSIM higher with the preserved weights)")
+        "cannot tell: the intervals overlap for class accuracy (SSIM better with the preserved weights)")
+    # FID: lower is better, so a lower FID with the preserved weights agrees and a higher one disagrees
+    assert preserved_weights_verdict({"FID": (point(20, 2), point(40, 2))}).startswith("agrees: FID better")
+    assert preserved_weights_verdict({"FID": (point(40, 2), point(20, 2))}).startswith("disagrees: FID worse")
     assert preserved_weights_verdict({}).startswith("cannot tell")
