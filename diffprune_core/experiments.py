@@ -285,7 +285,7 @@ def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) ->
 
     SSIM and class accuracy come with their 95% intervals over all the samples (:mod:`intervals`). FID is
     measured on each of ``spec.fid_sets`` sets of ``spec.n_samples`` samples; with more than one set it is their
-    mean with the t interval over the sets ('fid_interval', each set's FID in 'fid_sets'). Sets of their own
+    mean with the t interval over the sets ('fid_interval', each set's FID in 'fid_per_set'). Sets of their own
     x_T, not a bootstrap of one set: resampling with repeats biases FID upwards by more than its spread
     (``benchmarks/fid_intervals.py``)."""
     complexity = count_macs(model.unet, example_inputs(model))
@@ -296,7 +296,7 @@ def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) ->
                "ssim": pairs["value"], "ssim_interval": [pairs["low"], pairs["high"]]}
     if len(values) > 1:
         over_sets = mean_interval(values)
-        metrics |= {"fid": over_sets["value"], "fid_interval": [over_sets["low"], over_sets["high"]], "fid_sets": values}
+        metrics |= {"fid": over_sets["value"], "fid_interval": [over_sets["low"], over_sets["high"]], "fid_per_set": values}
     if model.image_shape[0] == 1 and spec.data == "digits":
         judged = classify_samples(samples, labels=labels)
         metrics |= {key: judged[key] for key in ("confident_rate", "inception_score", "class_accuracy") if key in judged}

@@ -73,7 +73,7 @@ def test_fid_over_independent_sets_of_samples(spec, tmp_path):
     samples, teacher = load_samples(sets, root), load_samples(teacher_spec(sets), root)
     _, examples = load_teacher(spec)
     each = [fid(block, examples.images, reference_name="digits-all")["value"] for block in samples.split(3)]
-    assert len(samples) == 9 and measured["fid_sets"] == pytest.approx(each, rel=1e-6)
+    assert len(samples) == 9 and measured["fid_per_set"] == pytest.approx(each, rel=1e-6)
     mean, sd = sum(each) / 3, torch.tensor(each, dtype=torch.float64).std().item()
     half = 4.302653 * sd / 3 ** 0.5  # Student's t, 2 degrees of freedom, 95%
     assert measured["fid"] == pytest.approx(mean, rel=1e-6)
