@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from diffprune_core import training
 from diffprune_core.checkpoints import load_unet
 from diffprune_core.errors import InputError
 from diffprune_core.pipeline import DiffusionModel
-from diffprune_core.training import TrainConfig, batch_indices, checkpoint_dirs, draw_batch, residual_dropouts, train
+from diffprune_core.training import (TrainConfig, batch_indices, checkpoint_dirs, draw_batch, learning_rate,
+                                     residual_dropouts, train)
 
 
 def tiny_unet(seed=0):
@@ -26,6 +28,7 @@ def tiny_unet(seed=0):
 IMAGES = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
 CONFIG = TrainConfig(steps=6, batch_size=8, lr=1e-3, ema_decay=0.9, checkpoint_every=3, log_every=2)
 AUGMENTED = TrainConfig(**{**vars(CONFIG), "dropout": 0.1, "horizontal_flip": True})  # the paper preset's options
+COSINE = TrainConfig(**{**vars(CONFIG), "lr_schedule": "cosine"})
 
 
 class Interrupted(Exception):
@@ -52,7 +55,7 @@ def assert_same_tensors(a: dict, b: dict):
         assert torch.equal(a[key], b[key]), key
 
 
-@pytest.mark.parametrize("config", [CONFIG, AUGMENTED], ids=["plain", "dropout-and-flips"])
+@pytest.mark.parametrize("config", [CONFIG, AUGMENTED, COSINE], ids=["plain", "dropout-and-flips", "cosine"])
 def test_resumed_run_ends_bit_identical_to_uninterrupted(tmp_path, monkeypatch, config):
     whole = tiny_unet()
     train(whole, IMAGES, config, tmp_path / "whole", progress=False)
@@ -136,6 +139,38 @@ def test_data_order_is_a_function_of_seed_and_step():
     assert sorted(batch_indices(3, 7, seed=0, step=0)[:6].tolist()) == [0, 0, 1, 1, 2, 2]  # batch > dataset
 
 
+def test_learning_rate_schedules():
+    assert [learning_rate(CONFIG, step) for step in range(6)] == [1e-3] * 6
+    cosine = [learning_rate(COSINE, step) for step in range(6)]  # lr (1 + cos(pi s / 6)) / 2
+    assert cosine[0] == 1e-3 and cosine[3] == pytest.approx(0.5e-3)
+    assert cosine[1] == pytest.approx(1e-3 * (2 + math.sqrt(3)) / 4) and cosine[5] == pytest.approx(1e-3 * (2 - math.sqrt(3)) / 4)
+    assert all(a > b > 0 for a, b in zip(cosine, cosine[1:]))
+
+
+def test_the_cosine_schedule_scales_each_update(tmp_path):
+    """Both runs take the same first step (the learning rate of step 0 is lr); their next steps see the same
+    gradients and Adam moments, so the cosine run's second update is the constant run's times (1 + cos(pi / 4)) / 2."""
+    runs = {}
+    for config in (CONFIG, COSINE):
+        out = tmp_path / config.lr_schedule
+        train(tiny_unet(), IMAGES, TrainConfig(**{**vars(config), "steps": 4, "checkpoint_every": 1}), out, progress=False)
+        runs[config.lr_schedule] = [{key: value for key, value in load_file(
+            out / "checkpoints" / f"step-{step:06d}" / "state.safetensors").items() if key.startswith("model.")}
+            for step in (1, 2)]
+    assert_same_tensors(runs["constant"][0], runs["cosine"][0])
+    factor = (1 + math.cos(math.pi / 4)) / 2
+    for key, start in runs["constant"][0].items():
+        torch.testing.assert_close(runs["cosine"][1][key] - start, factor * (runs["constant"][1][key] - start),
+                                   rtol=1e-3, atol=1e-6)  # float32 rounding of weights near 1; a missed schedule is off by 1e-4
+    assert any(not torch.equal(runs["cosine"][1][key], runs["constant"][1][key]) for key in runs["constant"][1])
+
+
+def test_a_cosine_run_resumes_only_to_its_own_length(tmp_path):
+    train(tiny_unet(), IMAGES, COSINE, tmp_path / "run", progress=False)
+    with pytest.raises(InputError, match="steps of a cosine schedule"):
+        train(tiny_unet(), IMAGES, TrainConfig(**{**vars(COSINE), "steps": 8}), tmp_path / "run", progress=False)
+
+
 def test_presets_and_bad_configs():
     paper = TrainConfig.paper_cifar10()
     assert (paper.lr, paper.batch_size, paper.ema_decay, paper.grad_clip) == (2e-4, 128, 0.9999, 1.0)
@@ -143,7 +178,7 @@ def test_presets_and_bad_configs():
     cpu = TrainConfig.cpu(steps=10)
     assert cpu.steps == 10 and (cpu.dropout, cpu.horizontal_flip) == (None, False), "the digits teacher's recipe"
     for bad in ({"steps": 0}, {"lr": 0.0}, {"ema_decay": 1.0}, {"grad_clip": -1.0}, {"checkpoint_every": 0},
-                {"dropout": 1.0}, {"dropout": -0.1}):
+                {"dropout": 1.0}, {"dropout": -0.1}, {"lr_schedule": "linear"}):
         with pytest.raises(InputError):
             TrainConfig.cpu(**bad)
 
