@@ -79,7 +79,9 @@ def test_fid_over_independent_sets_of_samples(spec, tmp_path):
     assert measured["fid"] == pytest.approx(mean, rel=1e-6)
     assert measured["fid_interval"] == pytest.approx([mean - half, mean + half], rel=1e-5)
     assert measured["ssim"] == pytest.approx(mean_ssim(samples, teacher), abs=1e-3)
-    assert torch.equal(samples[:3], load_samples(replace(sets, fid_sets=1), root)), "set 0 is the one-set run's"
+    # set 0 is the one-set run's: the same x_T and model, though a batch of 9 against one of 3 may round a pixel to
+    # the next of its 256 levels on some CPUs
+    torch.testing.assert_close(samples[:3], load_samples(replace(sets, fid_sets=1), root), rtol=0, atol=1.01 / 127.5)
     assert "fid_interval" not in run(replace(sets, fid_sets=1), root=root), "one set: no interval"
     with pytest.raises(InputError, match="fid_sets"):
         replace(spec, fid_sets=0)
