@@ -57,5 +57,6 @@ def main():
             print(f"  FID minus {args.teachers[0]}'s, paired by set: {formatted(difference, '.2f')}; "
                   f"this teacher's FID interval against the first's: {verdict}")
 
+
 if __name__ == "__main__":
     main()
