@@ -28,12 +28,18 @@ def interval(row, column: str) -> dict:
     return {"value": value, "low": value, "high": value}
 
 
+def spoken_list(items: list) -> str:
+    """'A', 'A and B', 'A, B and C'."""
+    items = [str(item) for item in items]
+    return " and ".join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def best_sentence(result: dict) -> str:
     """'Diff-Pruning (T = 0.05), separated from every other row by the intervals' or '..., but the intervals do
-    not separate it from A and B'."""
+    not separate it from A, B and C'."""
     if result["separated"]:
         return f"{result['label']}, separated from every other row by the intervals"
-    return f"{result['label']}, but the intervals do not separate it from {' and '.join(result['tied_with'])}"
+    return f"{result['label']}, but the intervals do not separate it from {spoken_list(result['tied_with'])}"
 
 
 def table1_claims(table: pd.DataFrame, source: str) -> dict:
@@ -202,7 +208,7 @@ def architecture_sentence(targets: list, params: list, macs: list) -> str:
     if not shared:
         return (f"Each of the {len(targets)} targets lands on an architecture of its own (no two rows have the same "
                 "#Params and MACs); targets closer together than one step of the widths would share one.")
-    groups = "; ".join(" and ".join(group) for group in shared)
+    groups = "; ".join(spoken_list(group) for group in shared)
     return f"Some targets land on the same architecture (the same #Params and MACs): {groups}."
 
 

@@ -38,6 +38,9 @@ def test_table1_claims_speak_only_where_the_intervals_separate():
     wide = table1_claims(table1(FIDS, 1.5), "ours")
     assert wide["best_fid_sentence"].endswith("do not separate it from Taylor pruning and Magnitude pruning")
     assert wide["criteria_order"] == "Taylor ~ Magnitude < Random"
+    wider = table1_claims(table1(FIDS, 6.0), "ours")
+    assert wider["best_fid_sentence"].endswith("do not separate it from Taylor pruning, Magnitude pruning and "
+                                               "Random pruning")
     paper = table1_claims(table1(FIDS, 0.5), "paper")  # exact numbers: every difference counts
     assert paper["criteria_order"] == "Taylor < Magnitude < Random" and paper["fid_beats_scratch"] == 4
 
