@@ -33,6 +33,7 @@ from .pruner import prune_unet
 from .pipeline import noise_scheduler
 from .results import PHASES
 from .thresholds import relative_losses
+from .verdicts import spoken_list
 
 FIGURE_WIDTH = 7.5  # inches: at matplotlib's 100 dpi about the book's text column, so labels are not shrunk
 
@@ -232,7 +233,7 @@ def shrunk_sentence(shrunk: dict) -> str:
     parts = [words[kind].format(len(shrunk[kind])) for kind in SHRUNK_KINDS if shrunk.get(kind)]
     if not parts:
         return "nothing"
-    return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
+    return spoken_list(parts)
 
 
 def equal_macs_table(result, ratio: float) -> pd.DataFrame:

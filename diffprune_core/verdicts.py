@@ -190,7 +190,7 @@ def best_verdict(labels: list, intervals: list, expected: str, *, measure: str, 
         if top["separated"]:
             return f"agrees: {expected} has the {word} {measure}, separated from every other row by the intervals"
         return (f"cannot tell: the intervals overlap ({expected} has the {word} mean {measure}, not separated from "
-                f"{' and '.join(top['tied_with'])})")
+                f"{spoken_list(top['tied_with'])})")
     if expected in top["tied_with"]:
         return (f"cannot tell: the intervals overlap ({top['label']} has the {word} mean {measure}, not separated "
                 f"from {expected})")
@@ -374,16 +374,11 @@ def counts_verdict(labels: list, params_off: list, macs_off: list, *, tolerance:
     beyond = [f"{label} ({p:+.1%} #Params, {m:+.1%} MACs)" for label, p, m in counted if label not in within]
     limit = f"{tolerance:.1%}".replace(".0%", "%")
     if not beyond:
-        return f"agrees: {_listed(within)} within {limit} of the paper's pruned #Params and MACs"
+        return f"agrees: {spoken_list(within)} within {limit} of the paper's pruned #Params and MACs"
     if not within:
-        return f"disagrees: no U-Net within {limit} of the paper's pruned counts; {_listed(beyond)} off"
-    return (f"agrees in part: {_listed(within)} within {limit} of the paper's pruned #Params and MACs; "
-            f"{_listed(beyond)} off by more")
-
-
-def _listed(items: list) -> str:
-    """'A', 'A and B', 'A, B and C'."""
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+        return f"disagrees: no U-Net within {limit} of the paper's pruned counts; {spoken_list(beyond)} off"
+    return (f"agrees in part: {spoken_list(within)} within {limit} of the paper's pruned #Params and MACs; "
+            f"{spoken_list(beyond)} off by more")
 
 
 def macs_sentence(dp_macs: float, ld_macs: float, dense_macs: float, *, tolerance: float = 0.05) -> str:
@@ -414,8 +409,8 @@ def preserved_weights_verdict(measures: dict, *, lower: tuple = ("FID",)) -> str
     worse = [name for name, o in outcome.items() if o == "lower"]
     overlapping = [name for name, o in outcome.items() if o == "overlapping"]
     if worse:
-        return f"disagrees: {_listed(worse)} worse with the preserved weights than from scratch, beyond the intervals"
+        return f"disagrees: {spoken_list(worse)} worse with the preserved weights than from scratch, beyond the intervals"
     if not overlapping:
-        return f"agrees: {_listed(better)} better with the preserved weights than from scratch, beyond the intervals"
-    return (f"cannot tell: the intervals overlap for {_listed(overlapping)}"
-            + (f" ({_listed(better)} better with the preserved weights)" if better else ""))
+        return f"agrees: {spoken_list(better)} better with the preserved weights than from scratch, beyond the intervals"
+    return (f"cannot tell: the intervals overlap for {spoken_list(overlapping)}"
+            + (f" ({spoken_list(better)} better with the preserved weights)" if better else ""))
