@@ -5,7 +5,8 @@ operator pruning, or scratch training of a pruned architecture), how long it tra
 sampled. :func:`run` does it once and stores the model, the samples and ``metrics.json`` under
 ``results/runs/<key>/``; the notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05
 and ratio 0.3 is in all three). The gradient sums of Algorithm 1 are shared more widely still, by
-every run with the same teacher, batch and T (:func:`gradient_sums`).
+every run with the same teacher, batch and T (:func:`gradient_sums`). The runs a table needs are computed
+several at once, one process per core with one torch thread each (:func:`run_all`, :mod:`workers`).
 SSIM compares each model's samples with the teacher's from the same seed, hence the same x_T.
 
 The teacher is any model :func:`checkpoints.load_model` reads: the pixel digits teacher, or the latent
@@ -18,6 +19,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +45,7 @@ from .pipeline import as_diffusion_model
 from .results import library_digest
 from .sampling import ddim_sample
 from .training import TrainConfig, reinitialise, train
+from .workers import in_workers, one_torch_thread
 
 RUNS_DIR = DATA_DIR.parent / "results" / "runs"
 LD_PRUNER_METHODS = ("ld-pruner", "ld-pruner-scratch")
@@ -110,10 +113,17 @@ def teacher_spec(spec: RunSpec) -> RunSpec:
 
 
 def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
-    """The run's metrics, computed once and then read back from ``root/<run_key>/metrics.json``."""
+    """The run's metrics, computed once (with one torch thread, :mod:`workers`) and then read back from
+    ``root/<run_key>/metrics.json``. :func:`run_all` computes several at once."""
     out = Path(root) / run_key(spec)
-    if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text())
+    if not (out / "metrics.json").is_file():
+        with one_torch_thread():
+            compute_run(spec, out, root, progress)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def compute_run(spec: RunSpec, out: Path, root, progress: bool) -> None:
+    """:func:`run`'s work: prune, fine-tune, sample and measure; the model, samples and metrics.json into ``out``."""
     reference = None if spec.method == "teacher" else load_samples(teacher_spec(spec), root, progress)
     clock = PhaseClock()
     model, examples = load_teacher(spec)
@@ -157,7 +167,6 @@ def run(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
                        spec=asdict(spec))
         save_samples(samples, tmp)
         write_json(tmp / "metrics.json", metrics)
-    return metrics
 
 
 class PhaseClock:
@@ -213,8 +222,9 @@ def gradient_sums(model, batch, spec: RunSpec, root=RUNS_DIR, progress: bool = T
     out = gradient_sums_dir(spec, root)
     unet = as_diffusion_model(model).unet
     if not (out / "report.json").is_file():
-        report = accumulate_gradients(model, batch, threshold=sums_threshold(spec), max_steps=spec.max_timesteps,
-                                      seed=spec.seed, progress=progress, labels=labels)
+        with one_torch_thread():
+            report = accumulate_gradients(model, batch, threshold=sums_threshold(spec), max_steps=spec.max_timesteps,
+                                          seed=spec.seed, progress=progress, labels=labels)
         write_gradient_sums(out, {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}, report)
         return report
     sums = load_file(out / "gradients.safetensors")
@@ -242,18 +252,18 @@ def write_gradient_sums(out: Path, sums: dict, report: GradientReport) -> None:
 
 
 def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progress: bool = True) -> None:
-    """:func:`gradient_sums` of Diff-Pruning at every T in ``thresholds`` (and of T = 0), from one pass of
-    Algorithm 1 at T = 0, into the cache.
+    """:func:`gradient_sums` of Diff-Pruning at every T in ``thresholds`` into the cache, from one pass of
+    Algorithm 1 that stops where the lowest T not cached yet stops (with one torch thread, :mod:`workers`).
 
-    With one batch and one noise, a pass at T visits the same L_t as the pass at T = 0 and stops at the
-    first t with L_t / L_max <= T, so its sums are the T = 0 pass's sums over the timesteps before that
-    t: each is taken from the T = 0 pass as it gets there (the same additions in the same order, so the
-    same numbers as a pass of its own). Thresholds already cached are skipped.
+    With one batch and one noise, a pass at T visits the same L_t as a pass at a lower T and stops at the
+    first t with L_t / L_max <= T, so its sums are the lower pass's sums over the timesteps before that t:
+    each is taken from the one pass as it gets there (the same additions in the same order, so the same
+    numbers as a pass of its own). Thresholds already cached are skipped.
     """
-    wanted = {t: gradient_sums_dir(replace(spec, method="diff-pruning", threshold=t), root)
-              for t in sorted({0.0, *thresholds})}
-    pending = {t: out for t, out in wanted.items() if t > 0 and not (out / "report.json").is_file()}
-    if not pending and (wanted[0.0] / "report.json").is_file():
+    pending = {t: out for t in sorted(set(thresholds))
+               if not ((out := gradient_sums_dir(replace(spec, method="diff-pruning", threshold=t), root))
+                       / "report.json").is_file()}
+    if not pending:
         return
     model, examples = load_teacher(spec)
     batch = algorithm1_examples(examples, spec)
@@ -269,13 +279,13 @@ def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progr
             write_gradient_sums(pending.pop(threshold), {name: p.grad.clone() for name, p in unet.named_parameters()
                                                          if p.grad is not None}, stopped)
 
-    report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=spec.max_timesteps, seed=spec.seed,
-                                  progress=progress, snapshot_if=stops, snapshot=snapshot,
-                                  labels=model.data_conditions(batch)[0])
+    with one_torch_thread():
+        report = accumulate_gradients(model, batch.images, threshold=min(pending), max_steps=spec.max_timesteps,
+                                      seed=spec.seed, progress=progress, snapshot_if=stops, snapshot=snapshot,
+                                      labels=model.data_conditions(batch)[0])
     sums = {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}
-    for out in [*pending.values(), wanted[0.0]]:  # never reached L_t / L_max <= T: every timestep, as T = 0
-        if not (out / "report.json").is_file():
-            write_gradient_sums(out, sums, report)
+    for out in pending.values():  # never reached L_t / L_max <= T: every timestep, as T = 0
+        write_gradient_sums(out, sums, report)
 
 
 def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) -> dict:
@@ -319,29 +329,49 @@ def load_samples(spec: RunSpec, root=RUNS_DIR, progress: bool = True) -> torch.T
     return pixels.float() / 127.5 - 1
 
 
-def table(specs: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
-    """One row of metrics per spec, in order. The Diff-Pruning thresholds of runs that share a teacher, batch and
-    noise get their gradient sums from one pass (:func:`share_gradient_sums`)."""
+def run_all(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int | None = None) -> list:
+    """:func:`run` of every spec, in order: the metrics of each.
+
+    The runs not cached yet are computed ``workers`` at a time (:func:`workers.in_workers`; default one per
+    core), longest fine-tuning first, after what they share, computed the same way: their teachers' runs (the
+    reference of SSIM) and Algorithm 1's gradient sums, one pass per teacher, batch and noise for all the T
+    wanted of it (:func:`share_gradient_sums`; Taylor's sums are Diff-Pruning's at T = 0).
+    """
+    missing = [spec for spec in dict.fromkeys(specs) if not is_cached(spec, root)]
+    teachers = [spec for spec in dict.fromkeys(map(teacher_spec, missing)) if not is_cached(spec, root)]
     passes = {}  # the folder of a T = 0 pass (what its sums depend on) -> (a spec of it, the thresholds wanted)
-    for spec in specs:
+    for spec in missing:
         if spec.method in GRADIENT_CRITERIA:
             shared = replace(spec, method="diff-pruning", threshold=0.0)
             passes.setdefault(gradient_sums_dir(shared, root), (shared, set()))[1].add(sums_threshold(spec))
-    for shared, thresholds in passes.values():
-        if len(thresholds) > 1:
-            share_gradient_sums(shared, sorted(thresholds), root=root, progress=progress)
-    return pd.DataFrame([run(spec, root=root, progress=progress) for spec in specs]).drop(columns="spec")
+    shared_work = [partial(run, spec, root=root, progress=False) for spec in teachers] + [
+        partial(share_gradient_sums, shared, sorted(thresholds), root=root, progress=False)
+        for shared, thresholds in passes.values()]
+    pending = sorted((spec for spec in missing if spec.method != "teacher"), key=lambda spec: -spec.train_steps)
+    in_workers([shared_work, [partial(run, spec, root=root, progress=False) for spec in pending]], workers=workers,
+               progress=progress, desc="runs, their teachers and Algorithm 1 passes")
+    return [run(spec, root=root, progress=progress) for spec in specs]
 
 
-def replicates(specs: list, seeds: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
+def is_cached(spec: RunSpec, root) -> bool:
+    return (Path(root) / run_key(spec) / "metrics.json").is_file()
+
+
+def table(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int | None = None) -> pd.DataFrame:
+    """One row of metrics per spec, in order (:func:`run_all`)."""
+    return pd.DataFrame(run_all(specs, root=root, progress=progress, workers=workers)).drop(columns="spec")
+
+
+def replicates(specs: list, seeds: list, *, root=RUNS_DIR, progress: bool = True,
+               workers: int | None = None) -> pd.DataFrame:
     """:func:`table` of every spec at every seed (the seed replaces ``spec.seed``: it fixes Algorithm 1's batch
     and noise, the fine-tuning order and x_T): one row per run, with 'row' (the spec's position) and 'seed'.
     :func:`intervals.over_seeds` turns it into a mean and an interval per row."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise InputError(f"seeds must be distinct and at least one, got {seeds}")
-    runs = [table([replace(spec, seed=seed) for spec in specs], root=root, progress=progress).assign(
-        row=range(len(specs)), seed=seed) for seed in seeds]
-    return pd.concat(runs, ignore_index=True)
+    every = table([replace(spec, seed=seed) for seed in seeds for spec in specs], root=root, progress=progress,
+                  workers=workers)
+    return every.assign(row=list(range(len(specs))) * len(seeds), seed=[seed for seed in seeds for _ in specs])
 
 
 def removed_channels(spec: RunSpec, *, root=RUNS_DIR, progress: bool = True) -> dict:
@@ -369,14 +399,23 @@ def shared_channels(a: dict, b: dict) -> pd.DataFrame:
     return frame.assign(share=frame["shared"] / frame["removed"])
 
 
-def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
-    """Figure 5: SSIM to the teacher of models pruned with the first k timesteps, k in ``counts``, no fine-tuning.
+def ssim_versus_timesteps(spec: RunSpec, counts: list, seeds: list, *, root=RUNS_DIR, progress: bool = True,
+                          workers: int | None = None) -> pd.DataFrame:
+    """Figure 5: SSIM to the teacher of models pruned with the first k timesteps, k in ``counts``, no fine-tuning,
+    at each seed in ``seeds`` (it replaces ``spec.seed``): one row per seed and k, the seeds computed ``workers``
+    at a time (:func:`workers.in_workers`: one torch thread each, so the numbers do not depend on ``workers``)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct and at least one, got {seeds}")
+    passes = [partial(ssim_at_timesteps, replace(spec, seed=seed), counts, root=root) for seed in seeds]
+    frames = in_workers([passes], workers=workers, progress=progress, desc="Figure 5 passes")[0]
+    return pd.concat([frame.assign(seed=seed) for frame, seed in zip(frames, seeds)], ignore_index=True)
 
-    One pass of Algorithm 1 with T = 0 over max(counts) timesteps; at each k the model with the
-    gradients summed so far is copied, pruned with the Diff-Pruning score and sampled from the
-    teacher's noise.
-    """
-    reference = load_samples(teacher_spec(spec), root, progress)[:spec.n_samples]  # the first of its fid_sets
+
+def ssim_at_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR) -> pd.DataFrame:
+    """:func:`ssim_versus_timesteps` at ``spec.seed``: one pass of Algorithm 1 with T = 0 over max(counts)
+    timesteps; at each k the model with the gradients summed so far is copied, pruned with the Diff-Pruning
+    score and sampled from the teacher's noise."""
+    reference = load_samples(teacher_spec(spec), root, progress=False)[:spec.n_samples]  # the first of its fid_sets
     model, examples = load_teacher(spec)
     batch = algorithm1_examples(examples, spec)
     inputs = example_inputs(model)
@@ -397,7 +436,7 @@ def ssim_versus_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, progres
                          "ssim_std": ssim(samples, reference).std().item()})
 
     report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=max(counts), seed=spec.seed,
-                                  progress=progress, snapshot_if=lambda report, t, ratio: len(report.timesteps_used)
+                                  progress=False, snapshot_if=lambda report, t, ratio: len(report.timesteps_used)
                                   in counts, snapshot=snapshot, labels=model.data_conditions(batch)[0])
     snapshot(report)  # max(counts): the sums the pass ends with
     return pd.DataFrame(rows)
@@ -415,20 +454,21 @@ class EqualMacs:
     specs: dict = field(default_factory=dict)  # {"dp": {budget: spec}, "ld": {budget: spec}, "scratch": spec}
 
 
-def equal_macs_runs(base: RunSpec, budgets: list, *, root=RUNS_DIR, progress: bool = True) -> EqualMacs:
+def equal_macs_runs(base: RunSpec, budgets: list, *, root=RUNS_DIR, progress: bool = True,
+                    workers: int | None = None) -> EqualMacs:
     """Diff-Pruning (``base.ratio``, ``base.threshold``) and LD-Pruner at equal MACs, each at every budget in
-    ``budgets`` (sorted), and LD-Pruner's architecture from scratch at the largest: cached runs."""
+    ``budgets`` (sorted), and LD-Pruner's architecture from scratch at the largest: cached runs, computed
+    ``workers`` at a time (:func:`run_all`)."""
     budgets = sorted(set(budgets))
-    dense = run(teacher_spec(base), root=root, progress=progress)
     dp_specs = {steps: replace(base, method="diff-pruning", train_steps=steps) for steps in budgets}
-    dp = {steps: run(spec, root=root, progress=progress) for steps, spec in dp_specs.items()}
+    dense, *dp = run_all([teacher_spec(base), *dp_specs.values()], root=root, progress=progress, workers=workers)
+    dp = dict(zip(budgets, dp))
     macs_reduction = round(1 - dp[budgets[0]]["macs"] / dense["macs"], 4)
     ld_specs = {steps: replace(base, method="ld-pruner", ratio=None, macs_reduction=macs_reduction, train_steps=steps)
                 for steps in budgets}
-    ld = {steps: run(spec, root=root, progress=progress) for steps, spec in ld_specs.items()}
     scratch_spec = replace(ld_specs[budgets[-1]], method="ld-pruner-scratch")
-    return EqualMacs(dense=dense, macs_reduction=macs_reduction, dp=dp, ld=ld,
-                     scratch=run(scratch_spec, root=root, progress=progress),
+    *ld, scratch = run_all([*ld_specs.values(), scratch_spec], root=root, progress=progress, workers=workers)
+    return EqualMacs(dense=dense, macs_reduction=macs_reduction, dp=dp, ld=dict(zip(budgets, ld)), scratch=scratch,
                      specs={"dp": dp_specs, "ld": ld_specs, "scratch": scratch_spec})
 
 

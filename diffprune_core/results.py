@@ -208,8 +208,10 @@ def build_profile(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
     """Minutes per chapter: its wall time and the phases (:data:`PHASES`) of the runs it computed, plus 'other'.
 
     A run of ``<root>/runs/*/metrics.json`` belongs to the chapter whose execution window (its finish minus its
-    wall time) holds the run's finish: the chapter that computed it, as later ones read it back. 'other' is the
-    rest of a chapter's time (shared Algorithm 1 passes, Figure 5's and LD-Pruner's own work, timings, plots).
+    wall time) holds the run's finish: the chapter that computed it, as later ones read it back. Runs compute
+    several at once (:func:`experiments.run_all`), so a chapter's phases share out the minutes in which at least
+    one of its runs was computing, in proportion to each phase's time summed over the runs; 'other' is the rest
+    of the chapter's time (shared Algorithm 1 passes, Figure 5's and LD-Pruner's own work, timings, plots).
     The last row, 'all', sums the chapters.
     """
     root = Path(root) if root is not None else results_root()
@@ -221,7 +223,7 @@ def build_profile(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
     for chapter, _, metadata in chapter_metadata(runs, root):
         end = when(metadata["finished"])
         chapters.append({"chapter": chapter, "start": end - timedelta(seconds=metadata["wall_time_s"]), "end": end,
-                         "wall": metadata["wall_time_s"], "runs": 0, **dict.fromkeys(PHASES, 0.0)})
+                         "wall": metadata["wall_time_s"], "runs": 0, "spans": [], **dict.fromkeys(PHASES, 0.0)})
     for path in root.glob("runs/*/metrics.json"):
         metrics = json.loads(path.read_text())
         if "phases_s" not in metrics:  # a run from before phases were recorded
@@ -230,13 +232,26 @@ def build_profile(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
         for chapter in chapters:
             if chapter["start"] <= finished <= chapter["end"] + timedelta(seconds=1):
                 chapter["runs"] += 1
+                chapter["spans"].append((finished.timestamp() - metrics["wall_time_s"], finished.timestamp()))
                 for phase in PHASES:
                     chapter[phase] += metrics["phases_s"].get(phase, 0.0)
-    table = pd.DataFrame(chapters, columns=["chapter", "start", "end", "wall", "runs", *PHASES]).drop(
-        columns=["start", "end"])
+    for chapter in chapters:
+        summed = sum(chapter[phase] for phase in PHASES)
+        for phase in PHASES:
+            chapter[phase] *= covered(chapter["spans"]) / summed if summed else 0.0
+    table = pd.DataFrame(chapters, columns=["chapter", "wall", "runs", *PHASES])
     table["other"] = table["wall"] - table[list(PHASES)].sum(axis=1)
     total = table.sum(numeric_only=True).to_frame().T.assign(chapter="all")
     minutes = pd.concat([table, total], ignore_index=True)
     for column in ["wall", *PHASES, "other"]:
         minutes[column] = minutes[column] / 60
     return minutes
+
+
+def covered(spans: list) -> float:
+    """Seconds that at least one of the (start, end) spans covers."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total

@@ -3,8 +3,8 @@ import json
 import shutil
 from dataclasses import replace
 
+import pandas as pd
 import pytest
-
 import torch
 
 from diffprune_core import results
@@ -23,6 +23,8 @@ from diffprune_core.pipeline import noise_scheduler
 from diffprune_core.pruner import prune_unet
 from diffprune_core.sampling import ddim_sample
 from diffprune_core.thresholds import relative_losses, timesteps_kept
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the runs compute with one thread: so do the checks beside them
 
 
 @pytest.fixture
@@ -125,6 +127,22 @@ def test_replicates_run_every_spec_at_every_seed(spec, tmp_path):
         replicates(specs, [0, 0], root=root)
 
 
+def test_runs_at_once_give_the_numbers_of_runs_one_after_another(spec, tmp_path):
+    """Two worker processes (each run with one thread) and this process alone compute the same runs, bit for bit:
+    what they share (the teacher's run, the gradient sums of T = 0 and T = 0.05 from one pass) comes first."""
+    specs = [replace(spec, method="teacher"), spec, replace(spec, method="taylor"), replace(spec, method="scratch"),
+             replace(spec, threshold=0.0)]
+    apart = table(specs, root=tmp_path / "apart", progress=False, workers=1)
+    together = table(specs, root=tmp_path / "together", progress=False, workers=2)
+    timing = ["seconds_per_image", "wall_time_s", "phases_s", "finished"]
+    pd.testing.assert_frame_equal(apart.drop(columns=timing), together.drop(columns=timing))
+    for one in specs:
+        assert torch.equal(load_samples(one, tmp_path / "apart"), load_samples(one, tmp_path / "together"))
+    assert sorted(path.name.split("-")[0] for path in (tmp_path / "together" / "gradients").iterdir()) == ["T0", "T0.05"]
+    with pytest.raises(InputError, match="workers must be at least 1"):
+        table(specs, root=tmp_path / "apart", workers=0)
+
+
 def test_teacher_runs_ignore_pruning_and_training_settings(spec):
     assert run_key(replace(spec, method="teacher")) == run_key(teacher_spec(spec))
     assert run_key(replace(spec, method="teacher", n_samples=8)) != run_key(teacher_spec(spec))
@@ -138,8 +156,8 @@ def test_unknown_method(spec):
 @pytest.mark.parametrize("score_form", ["equation", "released-code"])
 def test_ssim_versus_timesteps(spec, tmp_path, score_form):
     spec = replace(spec, ratio=0.3, score_form=score_form)
-    frame = ssim_versus_timesteps(spec, [1, 3], root=tmp_path / "runs", progress=False)
-    assert list(frame.timesteps) == [1, 3]
+    frame = ssim_versus_timesteps(spec, [3, 1], [spec.seed], root=tmp_path / "runs", progress=False)
+    assert list(frame.timesteps) == [1, 3] and set(frame.seed) == {spec.seed}
     model, examples = load_teacher(spec)  # k = 3 again by hand: 3 timesteps of gradients, prune, sample
     accumulate_gradients(model, algorithm1_examples(examples, spec).images, threshold=0.0, max_steps=3, seed=spec.seed,
                          progress=False)
@@ -149,6 +167,11 @@ def test_ssim_versus_timesteps(spec, tmp_path, score_form):
     reference = load_samples(teacher_spec(spec), tmp_path / "runs")
     assert frame.ssim[1] == pytest.approx(mean_ssim(samples, reference), abs=1e-6)
     assert frame.ssim_std[1] == pytest.approx(ssim(samples, reference).std().item(), abs=1e-6)
+    if score_form == "equation":  # two seeds in two processes: the first seed's rows unchanged
+        both = ssim_versus_timesteps(spec, [1, 3], [spec.seed, spec.seed + 1], root=tmp_path / "runs", progress=False,
+                                     workers=2)
+        pd.testing.assert_frame_equal(both[both.seed == spec.seed], frame)
+        assert set(both.seed) == {spec.seed, spec.seed + 1}
 
 
 def test_gradient_sums_are_computed_once_per_teacher_batch_and_threshold(spec, tmp_path):
@@ -174,7 +197,7 @@ def test_one_pass_at_T0_gives_every_thresholds_sums(spec, tmp_path):
     batch = algorithm1_examples(examples, spec).images
     ratios = relative_losses(timestep_losses(model, batch, timesteps=range(40), seed=spec.seed, progress=False))
     thresholds = sorted({round(float(ratios[1:].quantile(q)), 6) for q in (0.1, 0.5, 0.9)})  # stops inside the 40
-    share_gradient_sums(spec, thresholds, root=root, progress=False)
+    share_gradient_sums(spec, [0.0, *thresholds], root=root, progress=False)
     stops = []
     for threshold in (0.0, *thresholds):
         direct = load_teacher(spec)[0]

@@ -154,19 +154,22 @@ def test_paper_unet_numbers_match_the_configs_dense_numbers():
 
 
 def test_build_profile_gives_each_run_to_the_chapter_that_computed_it(tmp_path):
-    """A run finished inside a chapter's window counts there, phases in minutes."""
+    """A run finished inside a chapter's window counts there, phases in minutes; runs computed at once ('three' and
+    'four') share out the minutes they cover together."""
     for chapter, finished, wall in (("03_a", "2026-12-03T10:10:00+0000", 600), ("05_b", "2026-12-03T10:30:00+0000", 1200)):
         (tmp_path / chapter / "default").mkdir(parents=True)
         (tmp_path / chapter / "default" / "metadata.json").write_text(
             json.dumps({"finished": finished, "wall_time_s": wall}))
     for name, finished in (("one", "2026-12-03T10:05:00+0000"), ("two", "2026-12-03T10:20:00+0000"),
-                           ("three", "2026-12-03T10:29:00+0000")):
+                           ("three", "2026-12-03T10:29:00+0000"), ("four", "2026-12-03T10:29:00+0000")):
         (tmp_path / "runs" / name).mkdir(parents=True)
-        (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps({"finished": finished, "phases_s": {
-            "pruning": 6, "fine_tuning": 60, "sampling": 12, "measuring": 6}}))
+        (tmp_path / "runs" / name / "metrics.json").write_text(json.dumps({"finished": finished, "wall_time_s": 84,
+                                                                           "phases_s": {"pruning": 6, "fine_tuning": 60,
+                                                                                        "sampling": 12, "measuring": 6}}))
     table = results.build_profile(root=tmp_path).set_index("chapter")
-    assert list(table.runs) == [1, 2, 3]
-    assert table.loc["05_b", "fine_tuning"] == pytest.approx(2.0) and table.loc["03_a", "other"] == pytest.approx(8.6)
+    assert list(table.runs) == [1, 3, 4]
+    assert table.loc["05_b", "fine_tuning"] == pytest.approx(2.0) and table.loc["05_b", "other"] == pytest.approx(17.2)
+    assert table.loc["03_a", "other"] == pytest.approx(8.6)
     assert table.loc["all", "wall"] == pytest.approx(30.0)
 
 
