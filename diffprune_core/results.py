@@ -191,7 +191,8 @@ def chapter_metadata(runs: str = DEFAULT_RUN, root=None) -> list:
 def provenance(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
     """One row per chapter result (see :func:`chapter_metadata`): when it finished, its wall time and seed, the
     git commit ("+changes" when tracked files differed), the library digest, the package versions and the
-    parameters as JSON, with paths inside the repository written relative to it."""
+    parameters as JSON, with paths inside the repository written relative to it. No result is an error."""
+    root = Path(root) if root is not None else results_root()
     rows = []
     for chapter, run, metadata in chapter_metadata(runs, root):
         git = metadata.get("git") or {}
@@ -201,6 +202,8 @@ def provenance(runs: str = DEFAULT_RUN, root=None) -> pd.DataFrame:
                      "wall_time_s": metadata["wall_time_s"], "seed": json.dumps(metadata["seed"]), "commit": commit,
                      "library_digest": (metadata.get("library_digest") or "")[:12], **metadata["packages"],
                      "parameters": parameters})
+    if not rows:
+        raise InputError(f"no chapter results ({runs!r}) under {root}: run the chapters first (tools/build_book.sh)")
     return pd.DataFrame(rows)
 
 

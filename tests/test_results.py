@@ -173,6 +173,11 @@ def test_build_profile_gives_each_run_to_the_chapter_that_computed_it(tmp_path):
     assert table.loc["all", "wall"] == pytest.approx(30.0)
 
 
+def test_provenance_without_results_says_to_run_the_chapters(tmp_path):
+    with pytest.raises(InputError, match="run the chapters first"):
+        results.provenance(root=tmp_path)
+
+
 def test_provenance_lists_each_result_with_its_commit_digest_and_relative_parameters(notebook, tmp_path):
     for chapter, run in (("03_a", "default"), ("05_b", "default"), ("05_b", "seed=1-0a1b2c3d")):
         folder = tmp_path / "results" / chapter / run
