@@ -14,12 +14,9 @@ from dataclasses import replace
 
 import pandas as pd
 
-from diffprune_core.experiments import RunSpec, table
+from diffprune_core.experiments import TIMING_METRICS, RunSpec, table
 from diffprune_core.metrics import alternated, seconds_of
 from diffprune_core.workers import default_workers
-
-TIMING = ["seconds_per_image", "wall_time_s", "phases_s", "finished"]
-
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +32,8 @@ def main():
     def computed(workers: int):
         def work():
             with tempfile.TemporaryDirectory() as root:
-                tables[workers] = table(specs, root=root, progress=False, workers=workers).drop(columns=TIMING)
+                computed_table = table(specs, root=root, progress=False, workers=workers)
+                tables[workers] = computed_table.drop(columns=list(TIMING_METRICS))
         return work
 
     timed = alternated(seconds_of(computed(1)), seconds_of(computed(args.workers)), repeats=args.repeats)

@@ -51,6 +51,8 @@ RUNS_DIR = DATA_DIR.parent / "results" / "runs"
 LD_PRUNER_METHODS = ("ld-pruner", "ld-pruner-scratch")
 METHODS = ("teacher", "scratch", *CRITERIA, *LD_PRUNER_METHODS)
 LD_SCORES = "ld_scores.csv"  # an LD-Pruner run's operator ranking, beside metrics.json
+# a run's metrics that are clock times: the only ones two computations of one run do not share
+TIMING_METRICS = ("seconds_per_image", "wall_time_s", "phases_s", "finished")
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -357,6 +359,11 @@ def is_cached(spec: RunSpec, root) -> bool:
     return (Path(root) / run_key(spec) / "metrics.json").is_file()
 
 
+def check_seeds(seeds: list) -> None:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct and at least one, got {seeds}")
+
+
 def table(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int | None = None) -> pd.DataFrame:
     """One row of metrics per spec, in order (:func:`run_all`)."""
     return pd.DataFrame(run_all(specs, root=root, progress=progress, workers=workers)).drop(columns="spec")
@@ -367,8 +374,7 @@ def replicates(specs: list, seeds: list, *, root=RUNS_DIR, progress: bool = True
     """:func:`table` of every spec at every seed (the seed replaces ``spec.seed``: it fixes Algorithm 1's batch
     and noise, the fine-tuning order and x_T): one row per run, with 'row' (the spec's position) and 'seed'.
     :func:`intervals.over_seeds` turns it into a mean and an interval per row."""
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"seeds must be distinct and at least one, got {seeds}")
+    check_seeds(seeds)
     every = table([replace(spec, seed=seed) for seed in seeds for spec in specs], root=root, progress=progress,
                   workers=workers)
     return every.assign(row=list(range(len(specs))) * len(seeds), seed=[seed for seed in seeds for _ in specs])
@@ -404,8 +410,7 @@ def ssim_versus_timesteps(spec: RunSpec, counts: list, seeds: list, *, root=RUNS
     """Figure 5: SSIM to the teacher of models pruned with the first k timesteps, k in ``counts``, no fine-tuning,
     at each seed in ``seeds`` (it replaces ``spec.seed``): one row per seed and k, the seeds computed ``workers``
     at a time (:func:`workers.in_workers`: one torch thread each, so the numbers do not depend on ``workers``)."""
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"seeds must be distinct and at least one, got {seeds}")
+    check_seeds(seeds)
     passes = [partial(ssim_at_timesteps, replace(spec, seed=seed), counts, root=root) for seed in seeds]
     frames = in_workers([passes], workers=workers, progress=progress, desc="Figure 5 passes")[0]
     return pd.concat([frame.assign(seed=seed) for frame, seed in zip(frames, seeds)], ignore_index=True)

@@ -2,8 +2,8 @@
 
 The book's runs are small U-Nets on 16x16 images; on this project's 2-core machine a fine-tuning step takes
 0.14 s with two torch threads and 0.16 s with one, so two runs side by side, one thread each, fine-tune in
-0.59 of the time they take one after the other with two (2026-12-04; a small table of runs, with the start of
-the processes: ``benchmarks/parallel_runs.py``). Every cached result
+0.59 of the time they take one after the other with two (2026-12-04). ``benchmarks/parallel_runs.py`` times a
+small table of runs both ways, the start of the processes included. Every cached result
 (:mod:`experiments`' runs and gradient sums) is computed under :func:`one_torch_thread`, in a worker or not:
 the thread count changes the order of float sums, and a cached number must not depend on how many were
 computed at once.

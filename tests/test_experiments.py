@@ -14,7 +14,7 @@ from diffprune_core.complexity import count_macs
 from diffprune_core.criteria import StructureImportance, accumulate_gradients, timestep_losses
 from diffprune_core.digits_classifier import classify_samples
 from diffprune_core.errors import InputError
-from diffprune_core.experiments import (RunSpec, algorithm1_examples, gradient_sums, gradient_sums_dir, load_samples,
+from diffprune_core.experiments import (TIMING_METRICS, RunSpec, algorithm1_examples, gradient_sums, gradient_sums_dir, load_samples,
                                         load_teacher, replicates, run, run_key, share_gradient_sums, ssim_versus_timesteps, table,
                                         teacher_spec)
 from diffprune_core.fid import fid
@@ -134,7 +134,7 @@ def test_runs_at_once_give_the_numbers_of_runs_one_after_another(spec, tmp_path)
              replace(spec, threshold=0.0)]
     apart = table(specs, root=tmp_path / "apart", progress=False, workers=1)
     together = table(specs, root=tmp_path / "together", progress=False, workers=2)
-    timing = ["seconds_per_image", "wall_time_s", "phases_s", "finished"]
+    timing = list(TIMING_METRICS)
     pd.testing.assert_frame_equal(apart.drop(columns=timing), together.drop(columns=timing))
     for one in specs:
         assert torch.equal(load_samples(one, tmp_path / "apart"), load_samples(one, tmp_path / "together"))
