@@ -5,7 +5,8 @@ operator pruning, or scratch training of a pruned architecture), how long it tra
 sampled. :func:`run` does it once and stores the model, the samples and ``metrics.json`` under
 ``results/runs/<key>/``; the notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05
 and ratio 0.3 is in all three). The gradient sums of Algorithm 1 are shared more widely still, by
-every run with the same teacher, batch and T (:func:`gradient_sums`). The runs a table needs are computed
+every run with the same teacher, batch and T (:func:`gradient_sums`), and Figure 5's passes fill that cache on
+their way (:func:`ssim_at_timesteps`). The runs a table needs are computed
 several at once, one process per core with one torch thread each (:func:`run_all`, :mod:`workers`).
 SSIM compares each model's samples with the teacher's from the same seed, hence the same x_T.
 
@@ -17,6 +18,8 @@ and its class accuracy measured; Algorithm 1's batch carries its images' labels.
 import copy
 import hashlib
 import json
+import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -44,7 +47,7 @@ from .pruner import prune, prune_unet
 from .pipeline import as_diffusion_model
 from .results import library_digest
 from .sampling import ddim_sample
-from .training import TrainConfig, reinitialise, train
+from .training import CHECKPOINT_PREFIX, TrainConfig, reinitialise, train
 from .workers import in_workers, one_torch_thread
 
 RUNS_DIR = DATA_DIR.parent / "results" / "runs"
@@ -103,9 +106,14 @@ def run_key(spec: RunSpec) -> str:
     """
     if spec.method == "teacher":
         spec = teacher_spec(spec)
-    amount = f"m{spec.macs_reduction}" if spec.macs_reduction is not None else f"r{spec.ratio}"
-    label = "teacher" if spec.method == "teacher" else f"{spec.method}-{amount}-s{spec.train_steps}"
+    label = "teacher" if spec.method == "teacher" else f"{untrained_label(spec)}-s{spec.train_steps}"
     return f"{label}-{settings_digest(asdict(spec), spec.teacher)[:10]}"
+
+
+def untrained_label(spec: RunSpec) -> str:
+    """The part of a run's folder name before its training steps: method and amount pruned."""
+    amount = f"m{spec.macs_reduction}" if spec.macs_reduction is not None else f"r{spec.ratio}"
+    return f"{spec.method}-{amount}"
 
 
 def teacher_spec(spec: RunSpec) -> RunSpec:
@@ -153,7 +161,7 @@ def compute_run(spec: RunSpec, out: Path, root, progress: bool) -> None:
                     reinitialise(module, spec.seed)
         if spec.train_steps and spec.method != "teacher":
             train(model, examples.images, TrainConfig.cpu(steps=spec.train_steps, seed=spec.seed), tmp / "train",
-                  resume=False, progress=progress, labels=labels)
+                  resume=continue_shorter_run(spec, root, tmp / "train"), progress=progress, labels=labels)
         clock.lap("fine_tuning")
         n = spec.n_samples * spec.fid_sets
         requested = sample_labels(model, n)
@@ -169,6 +177,27 @@ def compute_run(spec: RunSpec, out: Path, root, progress: bool) -> None:
                        spec=asdict(spec))
         save_samples(samples, tmp)
         write_json(tmp / "metrics.json", metrics)
+
+
+def continue_shorter_run(spec: RunSpec, root, train_dir: Path) -> bool:
+    """Copy into ``train_dir`` the last checkpoint and loss log of the longest cached run that is ``spec`` with
+    fewer training steps, so that ``spec`` trains on from there; False if there is none. Training resumes bit for
+    bit (:mod:`training`), so the run's numbers are those of one trained from its start: Table 1's scratch
+    baselines of 300, 900 and 1,500 steps train 1,500 steps, not 2,700."""
+    prefix = untrained_label(spec)
+    steps = []
+    for path in Path(root).glob(f"{prefix}-s*-*"):
+        found = re.fullmatch(rf"{re.escape(prefix)}-s(\d+)-[0-9a-f]{{10}}", path.name)
+        if found and 0 < int(found[1]) < spec.train_steps:
+            steps.append(int(found[1]))
+    for shorter in (replace(spec, train_steps=count) for count in sorted(steps, reverse=True)):
+        folder = Path(root) / run_key(shorter)
+        last = folder / "train" / "checkpoints" / f"{CHECKPOINT_PREFIX}{shorter.train_steps:06d}"
+        if is_cached(shorter, root) and last.is_dir():
+            shutil.copytree(last, train_dir / "checkpoints" / last.name)
+            shutil.copy(folder / "train" / "loss.csv", train_dir / "loss.csv")
+            return True
+    return False
 
 
 class PhaseClock:
@@ -256,38 +285,53 @@ def write_gradient_sums(out: Path, sums: dict, report: GradientReport) -> None:
 def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progress: bool = True) -> None:
     """:func:`gradient_sums` of Diff-Pruning at every T in ``thresholds`` into the cache, from one pass of
     Algorithm 1 that stops where the lowest T not cached yet stops (with one torch thread, :mod:`workers`).
-
-    With one batch and one noise, a pass at T visits the same L_t as a pass at a lower T and stops at the
-    first t with L_t / L_max <= T, so its sums are the lower pass's sums over the timesteps before that t:
-    each is taken from the one pass as it gets there (the same additions in the same order, so the same
-    numbers as a pass of its own). Thresholds already cached are skipped.
-    """
-    pending = {t: out for t in sorted(set(thresholds))
-               if not ((out := gradient_sums_dir(replace(spec, method="diff-pruning", threshold=t), root))
-                       / "report.json").is_file()}
-    if not pending:
+    Thresholds already cached are skipped (:class:`PendingSums`)."""
+    pending = PendingSums(spec, thresholds, root)
+    if not pending.folders:
         return
     model, examples = load_teacher(spec)
     batch = algorithm1_examples(examples, spec)
-    unet = model.unet
+    with one_torch_thread():
+        report = accumulate_gradients(model, batch.images, threshold=min(pending.folders),
+                                      max_steps=spec.max_timesteps, seed=spec.seed, progress=progress,
+                                      snapshot_if=pending.stops_at, snapshot=partial(pending.keep, unet=model.unet),
+                                      labels=model.data_conditions(batch)[0])
+    pending.keep_the_rest(report, model.unet)
 
-    def stops(report, t, ratio):
-        return any(ratio <= threshold for threshold in pending)
 
-    def snapshot(report, t):
-        for threshold in [threshold for threshold in pending if report.losses[t] / report.loss_max <= threshold]:
+class PendingSums:
+    """Algorithm 1's sums at each T in ``thresholds`` not in :func:`gradient_sums`' cache yet, for ``spec``'s
+    teacher, batch and noise: written there as one pass (at a lower T) gets to where a pass at T stops.
+
+    With one batch and one noise, a pass at T visits the same L_t as a pass at a lower T and stops at the
+    first t with L_t / L_max <= T, so its sums are the lower pass's sums over the timesteps before that t:
+    the same additions in the same order (``accumulate_gradients``' snapshots), so the same numbers as a pass
+    of its own.
+    """
+
+    def __init__(self, spec: RunSpec, thresholds, root):
+        folders = {t: gradient_sums_dir(replace(spec, method="diff-pruning", threshold=t), root)
+                   for t in sorted(set(thresholds))}
+        self.folders = {t: out for t, out in folders.items() if not (out / "report.json").is_file()}  # T -> folder
+
+    def stops_at(self, report, t, ratio) -> bool:
+        """``snapshot_if``: whether a pass at a pending T stops at this t."""
+        return any(ratio <= threshold for threshold in self.folders)
+
+    def keep(self, report, t, *, unet) -> None:
+        """``snapshot``: the sums so far, for every pending T whose pass stops at t."""
+        for threshold in [threshold for threshold in self.folders if report.losses[t] / report.loss_max <= threshold]:
             stopped = GradientReport(timesteps_used=list(report.timesteps_used), losses=dict(report.losses),
                                      loss_max=report.loss_max, stopped_at=t)
-            write_gradient_sums(pending.pop(threshold), {name: p.grad.clone() for name, p in unet.named_parameters()
-                                                         if p.grad is not None}, stopped)
+            sums = {name: p.grad.clone() for name, p in unet.named_parameters() if p.grad is not None}
+            write_gradient_sums(self.folders.pop(threshold), sums, stopped)
 
-    with one_torch_thread():
-        report = accumulate_gradients(model, batch.images, threshold=min(pending), max_steps=spec.max_timesteps,
-                                      seed=spec.seed, progress=progress, snapshot_if=stops, snapshot=snapshot,
-                                      labels=model.data_conditions(batch)[0])
-    sums = {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}
-    for out in pending.values():  # never reached L_t / L_max <= T: every timestep, as T = 0
-        write_gradient_sums(out, sums, report)
+    def keep_the_rest(self, report, unet) -> None:
+        """After a pass over every timestep (or ``max_timesteps``): the T it never stopped at use them all, as T = 0."""
+        sums = {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}
+        for out in self.folders.values():
+            write_gradient_sums(out, sums, report)
+        self.folders = {}
 
 
 def measure(model, samples, reference, images, spec: RunSpec, *, labels=None) -> dict:
@@ -337,7 +381,9 @@ def run_all(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int |
     The runs not cached yet are computed ``workers`` at a time (:func:`workers.in_workers`; default one per
     core), longest fine-tuning first, after what they share, computed the same way: their teachers' runs (the
     reference of SSIM) and Algorithm 1's gradient sums, one pass per teacher, batch and noise for all the T
-    wanted of it (:func:`share_gradient_sums`; Taylor's sums are Diff-Pruning's at T = 0).
+    wanted of it (:func:`share_gradient_sums`; Taylor's sums are Diff-Pruning's at T = 0). Runs that differ only
+    in their training steps are computed in one process, fewest steps first, each training on from the one
+    before (:func:`continue_shorter_run`).
     """
     missing = [spec for spec in dict.fromkeys(specs) if not is_cached(spec, root)]
     teachers = [spec for spec in dict.fromkeys(map(teacher_spec, missing)) if not is_cached(spec, root)]
@@ -349,10 +395,18 @@ def run_all(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int |
     shared_work = [partial(run, spec, root=root, progress=False) for spec in teachers] + [
         partial(share_gradient_sums, shared, sorted(thresholds), root=root, progress=False)
         for shared, thresholds in passes.values()]
-    pending = sorted((spec for spec in missing if spec.method != "teacher"), key=lambda spec: -spec.train_steps)
-    in_workers([shared_work, [partial(run, spec, root=root, progress=False) for spec in pending]], workers=workers,
+    chains = {}  # runs that differ only in their training steps, fewest first: each continues the one before
+    for spec in sorted((spec for spec in missing if spec.method != "teacher"), key=lambda spec: spec.train_steps):
+        chains.setdefault((replace(spec, train_steps=0), spec.train_steps > 0), []).append(spec)
+    pending = sorted(chains.values(), key=lambda chain: -chain[-1].train_steps)
+    in_workers([shared_work, [partial(run_in_turn, chain, root=root) for chain in pending]], workers=workers,
                progress=progress, desc="runs, their teachers and Algorithm 1 passes")
     return [run(spec, root=root, progress=progress) for spec in specs]
+
+
+def run_in_turn(specs: list, *, root) -> list:
+    """:func:`run` of each spec, one after another (a chain of :func:`run_all`)."""
+    return [run(spec, root=root, progress=False) for spec in specs]
 
 
 def is_cached(spec: RunSpec, root) -> bool:
@@ -406,28 +460,36 @@ def shared_channels(a: dict, b: dict) -> pd.DataFrame:
 
 
 def ssim_versus_timesteps(spec: RunSpec, counts: list, seeds: list, *, root=RUNS_DIR, progress: bool = True,
-                          workers: int | None = None) -> pd.DataFrame:
+                          workers: int | None = None, keep_thresholds: tuple = ()) -> pd.DataFrame:
     """Figure 5: SSIM to the teacher of models pruned with the first k timesteps, k in ``counts``, no fine-tuning,
     at each seed in ``seeds`` (it replaces ``spec.seed``): one row per seed and k, the seeds computed ``workers``
-    at a time (:func:`workers.in_workers`: one torch thread each, so the numbers do not depend on ``workers``)."""
+    at a time (:func:`workers.in_workers`: one torch thread each, so the numbers do not depend on ``workers``).
+    Each seed's pass also keeps Algorithm 1's sums at the T in ``keep_thresholds`` for the runs of that seed
+    (:func:`ssim_at_timesteps`), so that they need no pass of their own."""
     check_seeds(seeds)
-    passes = [partial(ssim_at_timesteps, replace(spec, seed=seed), counts, root=root) for seed in seeds]
+    passes = [partial(ssim_at_timesteps, replace(spec, seed=seed), counts, root=root, keep_thresholds=keep_thresholds)
+              for seed in seeds]
     frames = in_workers([passes], workers=workers, progress=progress, desc="Figure 5 passes")[0]
     return pd.concat([frame.assign(seed=seed) for frame, seed in zip(frames, seeds)], ignore_index=True)
 
 
-def ssim_at_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR) -> pd.DataFrame:
+def ssim_at_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, keep_thresholds: tuple = ()) -> pd.DataFrame:
     """:func:`ssim_versus_timesteps` at ``spec.seed``: one pass of Algorithm 1 with T = 0 over max(counts)
     timesteps; at each k the model with the gradients summed so far is copied, pruned with the Diff-Pruning
-    score and sampled from the teacher's noise."""
+    score and sampled from the teacher's noise. The pass is the one a Diff-Pruning run at T stops on its way:
+    it keeps the sums at each T in ``keep_thresholds`` not cached yet for the runs (:class:`PendingSums`; those
+    that stop after max(counts) only if the pass visited every timestep)."""
     reference = load_samples(teacher_spec(spec), root, progress=False)[:spec.n_samples]  # the first of its fid_sets
     model, examples = load_teacher(spec)
     batch = algorithm1_examples(examples, spec)
     inputs = example_inputs(model)
     requested = sample_labels(model, spec.n_samples)
+    pending = PendingSums(replace(spec, max_timesteps=None), keep_thresholds, root)  # the pass ignores the cap
     rows = []
 
     def snapshot(report, t=None):
+        if t is not None:
+            pending.keep(report, t, unet=model.unet)
         k = len(report.timesteps_used)
         if k in counts:
             pruned = copy.deepcopy(model)  # deepcopy leaves .grad behind: carry the sums so far over
@@ -441,9 +503,12 @@ def ssim_at_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR) -> pd.DataF
                          "ssim_std": ssim(samples, reference).std().item()})
 
     report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=max(counts), seed=spec.seed,
-                                  progress=False, snapshot_if=lambda report, t, ratio: len(report.timesteps_used)
-                                  in counts, snapshot=snapshot, labels=model.data_conditions(batch)[0])
+                                  progress=False, snapshot=snapshot, labels=model.data_conditions(batch)[0],
+                                  snapshot_if=lambda report, t, ratio: (len(report.timesteps_used) in counts
+                                                                        or pending.stops_at(report, t, ratio)))
     snapshot(report)  # max(counts): the sums the pass ends with
+    if len(report.losses) == len(model.schedule.alphas_cumprod):
+        pending.keep_the_rest(report, model.unet)
     return pd.DataFrame(rows)
 
 

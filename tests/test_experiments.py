@@ -6,6 +6,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from diffprune_core import results
 from diffprune_core.architectures import example_inputs
@@ -143,6 +144,27 @@ def test_runs_at_once_give_the_numbers_of_runs_one_after_another(spec, tmp_path)
         table(specs, root=tmp_path / "apart", workers=0)
 
 
+def test_a_longer_run_trains_on_from_the_cached_shorter_one(spec, tmp_path):
+    """Runs that differ only in their training steps train once: the longer continues the shorter's last
+    checkpoint (in one worker, after it) and measures what a run trained from its start measures, bit for bit."""
+    shorter, longer = (replace(spec, method="scratch", train_steps=steps) for steps in (2, 3))
+    chained = table([longer, shorter, replace(spec, method="teacher")], root=tmp_path / "chained", progress=False,
+                    workers=2)
+    alone = table([longer], root=tmp_path / "alone", progress=False, workers=1)
+    timing = list(TIMING_METRICS)
+    pd.testing.assert_frame_equal(chained.head(1).drop(columns=timing), alone.drop(columns=timing))
+    assert torch.equal(load_samples(longer, tmp_path / "chained"), load_samples(longer, tmp_path / "alone"))
+    reports = {name: json.loads((tmp_path / name / run_key(longer) / "train" / "report.json").read_text())
+               for name in ("chained", "alone")}
+    assert reports["chained"]["resumed_from_step"] == 2 and reports["alone"]["resumed_from_step"] == 0
+    losses = [pd.read_csv(tmp_path / name / run_key(longer) / "train" / "loss.csv") for name in ("chained", "alone")]
+    pd.testing.assert_frame_equal(*losses)
+    other = replace(spec, method="magnitude", train_steps=3)  # another pruning: nothing to continue
+    run(other, root=tmp_path / "chained", progress=False)
+    report = json.loads((tmp_path / "chained" / run_key(other) / "train" / "report.json").read_text())
+    assert report["resumed_from_step"] == 0
+
+
 def test_teacher_runs_ignore_pruning_and_training_settings(spec):
     assert run_key(replace(spec, method="teacher")) == run_key(teacher_spec(spec))
     assert run_key(replace(spec, method="teacher", n_samples=8)) != run_key(teacher_spec(spec))
@@ -151,6 +173,30 @@ def test_teacher_runs_ignore_pruning_and_training_settings(spec):
 def test_unknown_method(spec):
     with pytest.raises(InputError, match="unknown method"):
         replace(spec, method="pruned")
+
+
+def test_figure5_passes_keep_the_runs_sums_bit_for_bit(spec, tmp_path):
+    """The sums a Figure 5 pass keeps for the runs, at a T it stops at on the way and at T = 0 after every timestep,
+    are those of the runs' own pass (share_gradient_sums), bit for bit; a pass short of every timestep keeps only
+    the T it got to."""
+    model, examples = load_teacher(spec)
+    losses = timestep_losses(model, algorithm1_examples(examples, spec).images, timesteps=range(1000), seed=spec.seed,
+                             progress=False)
+    midway = float(relative_losses(losses)[400:600].min()) * (1 + 1e-6)  # a pass at this T stops by t = 600
+    thresholds = [0.0, midway]
+    kept, own = tmp_path / "kept", tmp_path / "own"
+    ssim_versus_timesteps(spec, [1, 1000], [spec.seed], root=kept, progress=False, workers=1, keep_thresholds=thresholds)
+    share_gradient_sums(spec, thresholds, root=own, progress=False)
+    for threshold in thresholds:
+        a, b = (gradient_sums_dir(replace(spec, threshold=threshold), root) for root in (kept, own))
+        reports = [json.loads((folder / "report.json").read_text()) for folder in (a, b)]
+        assert reports[0] == reports[1]
+        sums = [load_file(folder / "gradients.safetensors") for folder in (a, b)]
+        assert sums[0].keys() == sums[1].keys() and all(torch.equal(sums[0][key], sums[1][key]) for key in sums[0])
+    assert 0 < reports[0]["stopped_at"] <= 600  # the last: midway
+    short = tmp_path / "short"
+    ssim_versus_timesteps(spec, [1, 3], [spec.seed], root=short, progress=False, workers=1, keep_thresholds=thresholds)
+    assert not (short / "gradients").exists(), "neither T is reached in 3 timesteps: nothing is kept"
 
 
 @pytest.mark.parametrize("score_form", ["equation", "released-code"])
