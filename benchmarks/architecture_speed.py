@@ -4,7 +4,7 @@ Random weights (the time does not depend on them). For each U-Net: the MACs rati
 dense one beside the measured ratio of their times, for one U-Net forward at a few batch sizes and (at ratio
 0.3) for one full DDIM sampling (``--ddim-steps``, batch 1), with the paper's widths and with every width rounded to a multiple of
 ``--multiple-of`` (``pruner.Widths``); for the CIFAR-10 U-Net also at Table 4's MACs targets. Times are taken in
-alternation, dense and pruned, and the ratio is the median over rounds with its range (``metrics.alternated``).
+alternation, dense and pruned, and the ratio is the median over rounds with its range (``metrics.timed_against``).
 
     .venv/bin/python benchmarks/architecture_speed.py [--models cifar10-32 ...] [--batch-sizes 1 8]
         [--repeats 3] [--ddim cifar10-32] [--device cuda] [--out results/benchmarks/architecture_speed.csv]
@@ -18,7 +18,7 @@ import torch
 
 from diffprune_core.architectures import build_paper_unet, example_inputs, paper_unet_configs
 from diffprune_core.criteria import StructureImportance
-from diffprune_core.metrics import forward_speedups, relative_latency
+from diffprune_core.metrics import forward_speedups, relative_latencies
 from diffprune_core.paper import paper_rows
 from diffprune_core.pipeline import DiffusionModel
 from diffprune_core.pruner import paper_widths, prune_unet, search_ratio_for_macs
@@ -65,13 +65,14 @@ def main():
             print(rows[-1], flush=True)
         if name in args.ddim:
             macs_ratio = {row["variant"]: row["macs_ratio"] for row in rows if row["U-Net"] == name}
-            for label, unet in [(label, unet) for label, unet in variants.items() if label.startswith("ratio")]:
-                timed = relative_latency(DiffusionModel(unet=unet), DiffusionModel(unet=dense), batch_size=1,
-                                         steps=args.ddim_steps, repeats=args.repeats)
+            timed = relative_latencies({label: DiffusionModel(unet=unet) for label, unet in variants.items()
+                                        if label.startswith("ratio")}, DiffusionModel(unet=dense), batch_size=1,
+                                       steps=args.ddim_steps, repeats=args.repeats)
+            for label, result in timed.items():
                 rows.append({"U-Net": name, "measured": f"DDIM {args.ddim_steps} steps", "variant": label,
-                             "batch_size": 1, "macs_ratio": macs_ratio[label], "time_ratio": timed["fraction"],
-                             "time_ratio_low": timed["fraction_low"], "time_ratio_high": timed["fraction_high"],
-                             "seconds": timed["seconds"], "dense_seconds": timed["reference_seconds"],
+                             "batch_size": 1, "macs_ratio": macs_ratio[label], "time_ratio": result["fraction"],
+                             "time_ratio_low": result["fraction_low"], "time_ratio_high": result["fraction_high"],
+                             "seconds": result["seconds"], "dense_seconds": result["reference_seconds"],
                              "repeats": args.repeats, "device": args.device, "torch_threads": torch.get_num_threads()})
                 print(rows[-1], flush=True)
         del dense, variants

@@ -178,7 +178,8 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
     computing L_t, L_max = max(L_max, L_t); if L_t / L_max <= threshold the loop stops and that t is
     *not* used (the paper's Algorithm 1 breaks before back-propagating; Eq. 10 keeps L_t/L_max > T).
     The official code back-propagates first, so it keeps one timestep more. ``threshold=0`` uses all
-    timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5).
+    timesteps (plain Taylor over T steps); ``max_steps`` caps the number used (Figure 5): the sums are then those a
+    pass without the cap holds once it has used that many, bit for bit.
 
     ``timesteps_per_forward`` share one forward (the batch repeated, :func:`chunk_losses`; default
     :func:`default_timesteps_per_forward`): the rule above is applied to their losses one t at a time, and one
@@ -209,7 +210,9 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
     loop = bar(total=limit, desc=f"Taylor over timesteps (T={threshold}, {chunk} a forward)", progress=progress)
     done = False
     while not done and len(report.losses) < len(steps):
-        timesteps = steps[len(report.losses):][:min(chunk, limit - len(report.timesteps_used))]
+        visited = len(report.losses)
+        timesteps = steps[visited:][:chunk]  # whole chunks under a cap too: a pass capped at k sums as a longer
+        # pass has summed at its k-th timestep (the chunk's forward is the same), bit for bit
         losses = chunk_losses(unet, x0, noise, timesteps, alphas_cumprod, conditions)
         kept = []  # this chunk's losses used so far, back-propagated together at its end
         for t, loss, value in zip(timesteps, losses, losses.tolist()):
@@ -230,7 +233,7 @@ def accumulate_gradients(model, images, alphas_cumprod=None, *, threshold: float
                 break
         if kept:
             torch.stack(kept).sum().backward()
-        loop.update(len(timesteps))
+        loop.update(len(report.losses) - visited)
         loop.set_postfix(ratio=f"{ratio:.3f}")
     loop.close()
     return report

@@ -6,8 +6,9 @@ sampled. :func:`run` does it once and stores the model, the samples and ``metric
 ``results/runs/<key>/``; the notebooks of Tables 1, 4 and 5 share runs (Diff-Pruning at T = 0.05
 and ratio 0.3 is in all three). The gradient sums of Algorithm 1 are shared more widely still, by
 every run with the same teacher, batch and T (:func:`gradient_sums`), and Figure 5's passes fill that cache on
-their way (:func:`ssim_at_timesteps`). The runs a table needs are computed
-several at once, one process per core with one torch thread each (:func:`run_all`, :mod:`workers`).
+their way (:func:`timestep_sums`); LD-Pruner's operator scores, by its runs of one teacher at every budget
+(:func:`operator_scores`). The runs a table needs are computed several at once, one process per core with one
+torch thread each (:func:`run_all`, :mod:`workers`).
 SSIM compares each model's samples with the teacher's from the same seed, hence the same x_T.
 
 The teacher is any model :func:`checkpoints.load_model` reads: the pixel digits teacher, or the latent
@@ -40,15 +41,15 @@ from .digits_classifier import classify_samples
 from .errors import InputError
 from .fid import fid
 from .fileio import atomic_dir, write_json
-from .ldpruner import ld_prune, prune_by_scores
+from .ldpruner import ld_prune, ld_scores, prune_by_scores
 from .intervals import mean_interval, proportion_interval
-from .metrics import mean_ssim, relative_latency, ssim
+from .metrics import mean_ssim, relative_latencies, ssim
 from .pruner import prune, prune_unet
 from .pipeline import as_diffusion_model
 from .results import library_digest
 from .sampling import ddim_sample
 from .training import CHECKPOINT_PREFIX, TrainConfig, reinitialise, train
-from .workers import in_workers, one_torch_thread
+from .workers import default_workers, in_workers, one_torch_thread
 
 RUNS_DIR = DATA_DIR.parent / "results" / "runs"
 LD_PRUNER_METHODS = ("ld-pruner", "ld-pruner-scratch")
@@ -142,7 +143,8 @@ def compute_run(spec: RunSpec, out: Path, root, progress: bool) -> None:
         pruning = {}
         if spec.method in LD_PRUNER_METHODS:
             pruning = ld_prune(model, macs_reduction=spec.macs_reduction, n_gen=spec.n_gen,
-                               sample_steps=spec.score_steps, seed=spec.seed, progress=progress)
+                               sample_steps=spec.score_steps, seed=spec.seed,
+                               scores=operator_scores(spec, root, progress))
             pruning.pop("scores").to_csv(tmp / LD_SCORES, index=False)
         elif spec.method != "teacher":
             criterion = "magnitude" if spec.method == "scratch" else spec.method
@@ -299,37 +301,77 @@ def share_gradient_sums(spec: RunSpec, thresholds: list, *, root=RUNS_DIR, progr
     pending.keep_the_rest(report, model.unet)
 
 
+def operator_scores(spec: RunSpec, root=RUNS_DIR, progress: bool = True) -> pd.DataFrame:
+    """LD-Pruner's scores of ``spec``'s teacher (``ldpruner.ld_scores`` with its N_gen, DDIM steps and seed).
+
+    They do not depend on the MACs target or the training, so they are computed once (with one torch thread) and
+    read back from ``root/ld_scores/<key>/`` by every run that needs them: LD-Pruner's runs of one teacher at
+    every fine-tuning budget and from scratch (:func:`run_all` computes them before those runs).
+    """
+    out = operator_scores_dir(spec, root)
+    if not (out / LD_SCORES).is_file():
+        model, _ = load_teacher(spec)
+        with one_torch_thread():
+            scores = ld_scores(model, n_gen=spec.n_gen, sample_steps=spec.score_steps, seed=spec.seed,
+                               progress=progress)
+        with atomic_dir(out) as tmp:
+            scores.to_csv(tmp / LD_SCORES, index=False)
+    return pd.read_csv(out / LD_SCORES)  # read back, so that computed and cached scores are one table
+
+
+def operator_scores_dir(spec: RunSpec, root) -> Path:
+    settings = {"n_gen": spec.n_gen, "score_steps": spec.score_steps, "seed": spec.seed}
+    return Path(root) / "ld_scores" / settings_digest(settings, spec.teacher)[:10]
+
+
 class PendingSums:
-    """Algorithm 1's sums at each T in ``thresholds`` not in :func:`gradient_sums`' cache yet, for ``spec``'s
-    teacher, batch and noise: written there as one pass (at a lower T) gets to where a pass at T stops.
+    """Algorithm 1's sums not in :func:`gradient_sums`' cache yet for ``spec``'s teacher, batch and noise: at each T
+    in ``thresholds`` (Diff-Pruning's), and over the first k timesteps for each k in ``counts`` (T = 0 with
+    ``max_timesteps`` k: Figure 5's points); written there as one pass at a lower T gets to where a pass at T
+    stops, or to its k-th timestep.
 
     With one batch and one noise, a pass at T visits the same L_t as a pass at a lower T and stops at the
     first t with L_t / L_max <= T, so its sums are the lower pass's sums over the timesteps before that t:
     the same additions in the same order (``accumulate_gradients``' snapshots), so the same numbers as a pass
-    of its own.
+    of its own; and a pass capped at k sums what a longer pass has summed once it has used k timesteps.
     """
 
-    def __init__(self, spec: RunSpec, thresholds, root):
+    def __init__(self, spec: RunSpec, thresholds, root, counts=()):
         folders = {t: gradient_sums_dir(replace(spec, method="diff-pruning", threshold=t), root)
                    for t in sorted(set(thresholds))}
         self.folders = {t: out for t, out in folders.items() if not (out / "report.json").is_file()}  # T -> folder
+        capped = {k: gradient_sums_dir(replace(spec, method="diff-pruning", threshold=0.0, max_timesteps=k), root)
+                  for k in sorted(set(counts))}
+        self.capped = {k: out for k, out in capped.items() if not (out / "report.json").is_file()}  # k -> folder
 
     def stops_at(self, report, t, ratio) -> bool:
-        """``snapshot_if``: whether a pass at a pending T stops at this t."""
-        return any(ratio <= threshold for threshold in self.folders)
+        """``snapshot_if``: whether a pass at a pending T stops at this t, or a pending k of timesteps are used."""
+        return any(ratio <= threshold for threshold in self.folders) or len(report.timesteps_used) in self.capped
 
     def keep(self, report, t, *, unet) -> None:
-        """``snapshot``: the sums so far, for every pending T whose pass stops at t."""
+        """``snapshot``: the sums so far, for every pending T whose pass stops at t and the pending k just used."""
+        sums = {name: p.grad.clone() for name, p in unet.named_parameters() if p.grad is not None}
         for threshold in [threshold for threshold in self.folders if report.losses[t] / report.loss_max <= threshold]:
             stopped = GradientReport(timesteps_used=list(report.timesteps_used), losses=dict(report.losses),
                                      loss_max=report.loss_max, stopped_at=t)
-            sums = {name: p.grad.clone() for name, p in unet.named_parameters() if p.grad is not None}
             write_gradient_sums(self.folders.pop(threshold), sums, stopped)
+        if len(report.timesteps_used) in self.capped:
+            self.keep_capped(report, sums)
 
-    def keep_the_rest(self, report, unet) -> None:
-        """After a pass over every timestep (or ``max_timesteps``): the T it never stopped at use them all, as T = 0."""
+    def keep_capped(self, report, sums: dict) -> None:
+        """The sums of the k timesteps used so far, with the report of a pass capped at k (it saw their L_t only)."""
+        used = list(report.timesteps_used)
+        losses = {t: report.losses[t] for t in used}
+        write_gradient_sums(self.capped.pop(len(used)), sums,
+                            GradientReport(timesteps_used=used, losses=losses, loss_max=max(losses.values())))
+
+    def keep_the_rest(self, report, unet, *, unreached_thresholds: bool = True) -> None:
+        """After the pass: the k it ended at; with ``unreached_thresholds`` (the pass went as far as theirs would:
+        every timestep, or their cap) the T it never stopped at use all its sums, as T = 0."""
         sums = {name: p.grad for name, p in unet.named_parameters() if p.grad is not None}
-        for out in self.folders.values():
+        if len(report.timesteps_used) in self.capped:
+            self.keep_capped(report, sums)
+        for out in self.folders.values() if unreached_thresholds else ():
             write_gradient_sums(out, sums, report)
         self.folders = {}
 
@@ -380,8 +422,9 @@ def run_all(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int |
 
     The runs not cached yet are computed ``workers`` at a time (:func:`workers.in_workers`; default one per
     core), longest fine-tuning first, after what they share, computed the same way: their teachers' runs (the
-    reference of SSIM) and Algorithm 1's gradient sums, one pass per teacher, batch and noise for all the T
-    wanted of it (:func:`share_gradient_sums`; Taylor's sums are Diff-Pruning's at T = 0). Runs that differ only
+    reference of SSIM), Algorithm 1's gradient sums, one pass per teacher, batch and noise for all the T
+    wanted of it (:func:`share_gradient_sums`; Taylor's sums are Diff-Pruning's at T = 0), and LD-Pruner's
+    scores (:func:`operator_scores`). Runs that differ only
     in their training steps are computed in one process, fewest steps first, each training on from the one
     before (:func:`continue_shorter_run`).
     """
@@ -392,9 +435,12 @@ def run_all(specs: list, *, root=RUNS_DIR, progress: bool = True, workers: int |
         if spec.method in GRADIENT_CRITERIA:
             shared = replace(spec, method="diff-pruning", threshold=0.0)
             passes.setdefault(gradient_sums_dir(shared, root), (shared, set()))[1].add(sums_threshold(spec))
+    scorings = {operator_scores_dir(spec, root): spec for spec in missing if spec.method in LD_PRUNER_METHODS}
     shared_work = [partial(run, spec, root=root, progress=False) for spec in teachers] + [
         partial(share_gradient_sums, shared, sorted(thresholds), root=root, progress=False)
-        for shared, thresholds in passes.values()]
+        for shared, thresholds in passes.values()] + [
+        partial(operator_scores, spec, root=root, progress=False) for out, spec in scorings.items()
+        if not (out / LD_SCORES).is_file()]
     chains = {}  # runs that differ only in their training steps, fewest first: each continues the one before
     for spec in sorted((spec for spec in missing if spec.method != "teacher"), key=lambda spec: spec.train_steps):
         chains.setdefault((replace(spec, train_steps=0), spec.train_steps > 0), []).append(spec)
@@ -462,54 +508,64 @@ def shared_channels(a: dict, b: dict) -> pd.DataFrame:
 def ssim_versus_timesteps(spec: RunSpec, counts: list, seeds: list, *, root=RUNS_DIR, progress: bool = True,
                           workers: int | None = None, keep_thresholds: tuple = ()) -> pd.DataFrame:
     """Figure 5: SSIM to the teacher of models pruned with the first k timesteps, k in ``counts``, no fine-tuning,
-    at each seed in ``seeds`` (it replaces ``spec.seed``): one row per seed and k, the seeds computed ``workers``
-    at a time (:func:`workers.in_workers`: one torch thread each, so the numbers do not depend on ``workers``).
-    Each seed's pass also keeps Algorithm 1's sums at the T in ``keep_thresholds`` for the runs of that seed
-    (:func:`ssim_at_timesteps`), so that they need no pass of their own."""
+    at each seed in ``seeds`` (it replaces ``spec.seed``): one row per seed and k.
+
+    One pass of Algorithm 1 per seed (:func:`timestep_sums`) keeps the sums at every k, and each point
+    (:func:`ssim_after_timesteps`) prunes with them and samples. The work runs ``workers`` at a time
+    (:func:`workers.in_workers`: one torch thread each, so the numbers do not depend on ``workers``), the seeds in
+    waves of ``workers``: the passes of one wave beside the points of the wave before, so that no core waits
+    while a lone pass runs. Each pass also keeps Algorithm 1's sums at the T in ``keep_thresholds`` for the runs
+    of its seed, so that they need no pass of their own."""
     check_seeds(seeds)
-    passes = [partial(ssim_at_timesteps, replace(spec, seed=seed), counts, root=root, keep_thresholds=keep_thresholds)
-              for seed in seeds]
-    frames = in_workers([passes], workers=workers, progress=progress, desc="Figure 5 passes")[0]
-    return pd.concat([frame.assign(seed=seed) for frame, seed in zip(frames, seeds)], ignore_index=True)
+    specs = [replace(spec, seed=seed) for seed in seeds]
+    size = default_workers() if workers is None else workers
+    waves = [specs[start:start + size] for start in range(0, len(specs), size)]
+    passes = [[partial(timestep_sums, each, counts, root=root, keep_thresholds=keep_thresholds) for each in wave]
+              for wave in waves]
+    points = [[partial(ssim_after_timesteps, each, k, root=root) for each in wave for k in sorted(set(counts))]
+              for wave in waves]
+    teachers = [partial(run, teacher_spec(each), root=root, progress=False) for each in specs]  # SSIM's references
+    stages = [passes[0] + teachers] + [passes[i] + points[i - 1] for i in range(1, len(waves))] + [points[-1]]
+    done = in_workers(stages, workers=workers, progress=progress, desc="Figure 5 passes and points")
+    rows = [row for stage, wave in zip(done[1:], points) for row in stage[len(stage) - len(wave):]]
+    return pd.DataFrame(rows)
 
 
-def ssim_at_timesteps(spec: RunSpec, counts: list, *, root=RUNS_DIR, keep_thresholds: tuple = ()) -> pd.DataFrame:
-    """:func:`ssim_versus_timesteps` at ``spec.seed``: one pass of Algorithm 1 with T = 0 over max(counts)
-    timesteps; at each k the model with the gradients summed so far is copied, pruned with the Diff-Pruning
-    score and sampled from the teacher's noise. The pass is the one a Diff-Pruning run at T stops on its way:
-    it keeps the sums at each T in ``keep_thresholds`` not cached yet for the runs (:class:`PendingSums`; those
-    that stop after max(counts) only if the pass visited every timestep)."""
+def timestep_sums(spec: RunSpec, counts: list, *, root=RUNS_DIR, keep_thresholds: tuple = ()) -> None:
+    """Figure 5's pass at ``spec.seed``: Algorithm 1 with T = 0 over max(counts) timesteps, keeping the sums at each
+    k in ``counts`` in :func:`gradient_sums`' cache (as ``max_timesteps`` k: :class:`PendingSums`). The pass is the
+    one a Diff-Pruning run at T stops on its way: it keeps the sums at each T in ``keep_thresholds`` not cached yet
+    for the runs (those that stop after max(counts) only if the pass visited every timestep)."""
+    pending = PendingSums(replace(spec, max_timesteps=None), keep_thresholds, root, counts=counts)
+    if not pending.capped and not pending.folders:
+        return
+    model, examples = load_teacher(spec)
+    batch = algorithm1_examples(examples, spec)
+    with one_torch_thread():
+        report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=max(counts), seed=spec.seed,
+                                      progress=False, snapshot_if=pending.stops_at,
+                                      snapshot=partial(pending.keep, unet=model.unet),
+                                      labels=model.data_conditions(batch)[0])
+    pending.keep_the_rest(report, model.unet,
+                          unreached_thresholds=len(report.losses) == len(model.schedule.alphas_cumprod))
+
+
+def ssim_after_timesteps(spec: RunSpec, k: int, *, root=RUNS_DIR) -> dict:
+    """One point of Figure 5 at ``spec.seed``: the teacher pruned at ``spec.ratio`` with the Diff-Pruning score of
+    the sums over its first k timesteps (:func:`gradient_sums`, which :func:`timestep_sums` keeps), sampled from
+    the teacher's x_T without fine-tuning; SSIM to the teacher's samples, mean and standard deviation."""
     reference = load_samples(teacher_spec(spec), root, progress=False)[:spec.n_samples]  # the first of its fid_sets
     model, examples = load_teacher(spec)
     batch = algorithm1_examples(examples, spec)
-    inputs = example_inputs(model)
-    requested = sample_labels(model, spec.n_samples)
-    pending = PendingSums(replace(spec, max_timesteps=None), keep_thresholds, root)  # the pass ignores the cap
-    rows = []
-
-    def snapshot(report, t=None):
-        if t is not None:
-            pending.keep(report, t, unet=model.unet)
-        k = len(report.timesteps_used)
-        if k in counts:
-            pruned = copy.deepcopy(model)  # deepcopy leaves .grad behind: carry the sums so far over
-            for source, target in zip(model.unet.parameters(), pruned.unet.parameters()):
-                target.grad = None if source.grad is None else source.grad.clone()
-            prune_unet(pruned.unet, StructureImportance("diff-pruning", score_form=spec.score_form), ratio=spec.ratio,
-                       inputs=inputs)
-            samples = ddim_sample(pruned, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, labels=requested,
-                                  progress=False)
-            rows.append({"timesteps": k, "ssim": mean_ssim(samples, reference),
-                         "ssim_std": ssim(samples, reference).std().item()})
-
-    report = accumulate_gradients(model, batch.images, threshold=0.0, max_steps=max(counts), seed=spec.seed,
-                                  progress=False, snapshot=snapshot, labels=model.data_conditions(batch)[0],
-                                  snapshot_if=lambda report, t, ratio: (len(report.timesteps_used) in counts
-                                                                        or pending.stops_at(report, t, ratio)))
-    snapshot(report)  # max(counts): the sums the pass ends with
-    if len(report.losses) == len(model.schedule.alphas_cumprod):
-        pending.keep_the_rest(report, model.unet)
-    return pd.DataFrame(rows)
+    with one_torch_thread():
+        gradient_sums(model, batch.images, replace(spec, method="diff-pruning", threshold=0.0, max_timesteps=k), root,
+                      progress=False, labels=model.data_conditions(batch)[0])
+        prune_unet(model.unet, StructureImportance("diff-pruning", score_form=spec.score_form), ratio=spec.ratio,
+                   inputs=example_inputs(model))
+        samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps,
+                              labels=sample_labels(model, spec.n_samples), progress=False)
+    return {"timesteps": k, "ssim": mean_ssim(samples, reference), "ssim_std": ssim(samples, reference).std().item(),
+            "seed": spec.seed}
 
 
 @dataclass(kw_only=True)
@@ -548,28 +604,26 @@ def latency_versus_macs(teacher, ranking: pd.DataFrame, ratios: list, *, batch_s
 
     For each channel ratio, the channel-pruned shape (magnitude scores: the widths depend on the ratio
     alone) and, where the operators can remove that much, LD-Pruner's modifications from ``ranking`` up
-    to the same MACs share; each timed in alternation with ``teacher`` (a DiffusionModel), whose time it
-    is reported against (``metrics.relative_latency``).
+    to the same MACs share; all timed in one alternation with ``teacher`` (a DiffusionModel), whose time each
+    is reported against (``metrics.relative_latencies``).
     """
     inputs = example_inputs(teacher)
     dense_macs = count_macs(teacher.unet, inputs)["macs"]
     ld_limit = ranking.drop_duplicates("operator")["macs_removed"].sum() / dense_macs
-
-    def timed(model) -> dict:
-        result = relative_latency(model, teacher, batch_size=batch_size, steps=steps, repeats=repeats)
-        return {"seconds": result["seconds"], "teacher seconds": result["reference_seconds"],
-                "latency reduction": 1 - result["fraction"], "throughput gain": 1 / result["fraction"] - 1}
-
-    points = []
+    points, models = [], []
     for ratio in sorted(set(ratios)):
         channels = copy.deepcopy(teacher)
         prune_unet(channels.unet, StructureImportance("magnitude"), ratio=ratio, inputs=inputs)
         target = 1 - count_macs(channels.unet, inputs)["macs"] / dense_macs
-        points.append({"method": "Diff-Pruning (channels)", "ratio": ratio, "MACs removed": target, **timed(channels)})
+        points.append({"method": "Diff-Pruning (channels)", "ratio": ratio, "MACs removed": target})
+        models.append(channels)
         if target <= ld_limit:
             operators = copy.deepcopy(teacher)
             prune_by_scores(operators.unet, ranking, macs_reduction=round(target, 4), inputs=inputs)
             removed = 1 - count_macs(operators.unet, inputs)["macs"] / dense_macs
-            points.append({"method": "LD-Pruner (operators)", "ratio": ratio, "MACs removed": removed,
-                           **timed(operators)})
-    return pd.DataFrame(points)
+            points.append({"method": "LD-Pruner (operators)", "ratio": ratio, "MACs removed": removed})
+            models.append(operators)
+    timed = relative_latencies(dict(enumerate(models)), teacher, batch_size=batch_size, steps=steps, repeats=repeats)
+    return pd.DataFrame([{**point, "seconds": result["seconds"], "teacher seconds": result["reference_seconds"],
+                          "latency reduction": 1 - result["fraction"], "throughput gain": 1 / result["fraction"] - 1}
+                         for point, result in zip(points, timed.values())])

@@ -22,9 +22,10 @@ per element across the N_gen samples,
 The lowest scores are pruned first, keeping every remaining weight. The modifications applied are
 recorded on the model as ``model.diffprune_modifications`` ([name, modification] pairs), so that a
 checkpoint can re-apply them on a freshly built base model before loading its weights.
-:func:`ld_prune` does all of it for any :class:`pipeline.DiffusionModel`, generating the N_gen outputs by
-DDIM with the model's default conditions (class labels drawn from the seed, the empty prompt): the
-U-Net's own outputs, that is *latents* for a latent model (the document's setting), images otherwise.
+:func:`ld_prune` does all of it for any :class:`pipeline.DiffusionModel` (:func:`ld_scores` the scoring
+alone), generating the N_gen outputs by DDIM with the model's default conditions (class labels drawn from the
+seed, the empty prompt): the U-Net's own outputs, that is *latents* for a latent model (the document's setting),
+images otherwise.
 """
 import copy
 from contextlib import contextmanager
@@ -226,15 +227,25 @@ def prune_by_scores(model, scores: pd.DataFrame, *, n_operators: int | None = No
     raise InputError(f"stop_when still false with all {len(applied)} operators modified (the model keeps them)")
 
 
-def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | None = None, n_gen: int = 16,
-             sample_steps: int = 20, seed: int = 0, progress: bool = True) -> dict:
-    """LD-Pruner end to end on a DiffusionModel (or a bare U-Net), in place: score every operator, prune the lowest.
+def ld_scores(model, *, n_gen: int = 16, sample_steps: int = 20, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """:func:`score_operators` of a DiffusionModel (or a bare U-Net) with ``generate()`` =
+    ``ddim_sample(model, n=n_gen, seed=seed, steps=sample_steps, decode=False)``: N_gen outputs of the whole reverse
+    process from one fixed x_T and fixed conditions. For a pixel DDPM (our teacher) these are images; for a latent
+    diffusion model they are latents, the paper's setting."""
+    pipe = as_diffusion_model(model)
 
-    ``generate()`` is ``ddim_sample(model, n=n_gen, seed=seed, steps=sample_steps, decode=False)``: N_gen
-    outputs of the whole reverse process from one fixed x_T and fixed conditions. For a pixel DDPM (our
-    teacher) these are images; for a latent diffusion model they are latents, the paper's setting.
-    Exactly one target: a fraction ``macs_reduction`` of the MACs removed, or ``n_operators`` modified.
-    Returns the ranking (:func:`score_operators`) and the (name, modification) pairs applied.
+    def generate(unet):  # ``unet`` is pipe.unet, modified in place by score_operators
+        return ddim_sample(pipe, n=n_gen, seed=seed, steps=sample_steps, progress=False, decode=False)
+
+    return score_operators(pipe.unet, generate, inputs=example_inputs(pipe), progress=progress)
+
+
+def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | None = None, n_gen: int = 16,
+             sample_steps: int = 20, seed: int = 0, progress: bool = True, scores: pd.DataFrame | None = None) -> dict:
+    """LD-Pruner end to end on a DiffusionModel (or a bare U-Net), in place: score every operator (:func:`ld_scores`),
+    prune the lowest. Exactly one target: a fraction ``macs_reduction`` of the MACs removed, or ``n_operators``
+    modified. ``scores``: the :func:`ld_scores` of this model with these settings, if already computed.
+    Returns the ranking and the (name, modification) pairs applied.
     """
     if (macs_reduction is None) == (n_operators is None):
         raise InputError("give exactly one of macs_reduction and n_operators")
@@ -244,14 +255,10 @@ def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | N
     operators = len(enumerate_operators(pipe.unet))
     if n_operators is not None and not 1 <= n_operators <= operators:
         raise InputError(f"n_operators must be in [1, {operators}], got {n_operators}")
-
-    def generate(unet):  # ``unet`` is pipe.unet, modified in place by score_operators
-        return ddim_sample(pipe, n=n_gen, seed=seed, steps=sample_steps, progress=False, decode=False)
-
-    inputs = example_inputs(pipe)
-    scores = score_operators(pipe.unet, generate, inputs=inputs, progress=progress)
+    if scores is None:
+        scores = ld_scores(pipe, n_gen=n_gen, sample_steps=sample_steps, seed=seed, progress=progress)
     modifications = prune_by_scores(pipe.unet, scores, macs_reduction=macs_reduction, n_operators=n_operators,
-                                    inputs=inputs)
+                                    inputs=example_inputs(pipe))
     return {"scores": scores, "modifications": modifications, "macs_reduction_target": macs_reduction,
             "scored": "latents" if pipe.autoencoder is not None else "samples (images)",
             "n_operators_target": n_operators, "n_gen": n_gen, "sample_steps": sample_steps, "seed": seed}

@@ -55,61 +55,83 @@ def sampling_latency(model, *, batch_size: int, steps: int = 100, repeats: int =
             "torch_threads": torch.get_num_threads()}
 
 
-def relative_latency(model, reference, *, batch_size: int, steps: int = 100, repeats: int = 5) -> dict:
-    """Sampling time of ``model`` as a fraction of ``reference``'s, timed in alternation (:func:`alternated`):
-    one DDIM run of each model per round; the fraction is the median of the rounds' ratios, with their range."""
+def relative_latencies(models: dict, reference, *, batch_size: int, steps: int = 100, repeats: int = 5) -> dict:
+    """Sampling time of each of ``models`` (``{label: model}``) as a fraction of ``reference``'s, all timed in one
+    alternation (:func:`timed_against`): one DDIM run of each model per round; per label, the fraction is the median
+    of the rounds' ratios, with their range."""
     def one_run(m):
         return lambda: sampling_latency(m, batch_size=batch_size, steps=steps, repeats=1, warmup=0)["seconds_per_batch"]
 
-    timed = alternated(one_run(model), one_run(reference), repeats=repeats)
-    return {"fraction": timed["ratio"], "fraction_low": timed["ratio_low"], "fraction_high": timed["ratio_high"],
-            "seconds": timed["seconds"], "reference_seconds": timed["reference_seconds"],
-            "batch_size": batch_size, "steps": steps, "repeats": repeats}
+    timed = timed_against(one_run(reference), {label: one_run(m) for label, m in models.items()}, repeats=repeats)
+    return {label: {"fraction": t["ratio"], "fraction_low": t["ratio_low"], "fraction_high": t["ratio_high"],
+                    "seconds": t["seconds"], "reference_seconds": t["reference_seconds"], "batch_size": batch_size,
+                    "steps": steps, "repeats": repeats} for label, t in timed.items()}
 
 
 def forward_speedups(dense, pruned: dict, *, batch_sizes: list, repeats: int = 3, tokens: int | None = None) -> list:
     """Measured against counted: for each pruned U-Net (``{label: unet}``) and batch size, its MACs as a fraction of
-    ``dense``'s beside the time of one U-Net forward as a fraction of ``dense``'s, timed in alternation
-    (:func:`alternated`, median and range of the rounds' ratios) under ``torch.inference_mode``. Random weights
-    do: the time does not depend on them. ``tokens``: encoder states of a text encoder's length (architectures)."""
+    ``dense``'s beside the time of one U-Net forward as a fraction of ``dense``'s, every pruned U-Net timed against
+    ``dense`` in one alternation per batch size (:func:`timed_against`, median and range of the rounds' ratios)
+    under ``torch.inference_mode``. Random weights do: the time does not depend on them. ``tokens``: encoder
+    states of a text encoder's length (architectures)."""
     dense_macs = count_macs(dense, example_inputs(dense, tokens=tokens))["macs"]
-    rows = []
-    for label, unet in pruned.items():
-        macs = count_macs(unet, example_inputs(unet, tokens=tokens))["macs"]
-        for batch_size in batch_sizes:
-            inputs = example_inputs(dense, batch_size=batch_size, tokens=tokens)
+    macs = {label: count_macs(unet, example_inputs(unet, tokens=tokens))["macs"] for label, unet in pruned.items()}
+    timed = {}
+    for batch_size in batch_sizes:
+        inputs = example_inputs(dense, batch_size=batch_size, tokens=tokens)
 
-            def forward(model):
-                return seconds_of(lambda: model(**inputs))
+        def forward(model):
+            return seconds_of(lambda: model(**inputs))
 
-            with torch.inference_mode():
-                timed = alternated(forward(unet), forward(dense), repeats=repeats)
-            rows.append({"variant": label, "batch_size": batch_size, "macs_ratio": macs / dense_macs,
-                         "time_ratio": timed["ratio"], "time_ratio_low": timed["ratio_low"],
-                         "time_ratio_high": timed["ratio_high"], "seconds": timed["seconds"],
-                         "dense_seconds": timed["reference_seconds"], "repeats": repeats,
-                         "device": str(next(dense.parameters()).device), "torch_threads": torch.get_num_threads()})
-    return rows
+        with torch.inference_mode():
+            timed[batch_size] = timed_against(forward(dense), {label: forward(unet) for label, unet in pruned.items()},
+                                              repeats=repeats)
+    return [{"variant": label, "batch_size": batch_size, "macs_ratio": macs[label] / dense_macs,
+             "time_ratio": t["ratio"], "time_ratio_low": t["ratio_low"], "time_ratio_high": t["ratio_high"],
+             "seconds": t["seconds"], "dense_seconds": t["reference_seconds"], "repeats": repeats,
+             "device": str(next(dense.parameters()).device), "torch_threads": torch.get_num_threads()}
+            for label in pruned for batch_size in batch_sizes for t in [timed[batch_size][label]]]
+
+
+def timed_against(reference, candidates: dict, *, repeats: int) -> dict:
+    """Each candidate's time as a fraction of ``reference``'s, all timed in one alternation; each callable runs its
+    work once and returns its seconds (:func:`seconds_of`).
+
+    After a warm-up round, every round times each candidate in turn between two timings of the reference
+    (R C1 ... Cn R C1 ... Cn R ...: the reference's last timing of a round is the first of the next). A candidate's
+    ratio in a round is its time over the reference's, interpolated linearly between the two at the candidate's
+    place in the round, so a steady drift of the machine's speed, common on shared CPUs, cancels out instead of
+    landing on whichever was timed later. Per candidate: the median of the rounds' ratios with their range, and
+    the median seconds of both. With n candidates a round takes n + 1 timings, not the 2n of n separate pairs.
+    """
+    if repeats < 1:
+        raise InputError(f"a timing needs at least one repeat, got {repeats}")
+    for work in (reference, *candidates.values()):  # the warm-up round
+        work()
+    before, rounds = reference(), []
+    for _ in range(repeats):
+        seconds = {label: work() for label, work in candidates.items()}
+        after = reference()
+        rounds.append((seconds, before, after))
+        before = after
+    places = {label: (place + 1) / (len(candidates) + 1) for place, label in enumerate(candidates)}
+    timed = {}
+    for label, place in places.items():
+        ratios = [seconds[label] / (first + place * (last - first)) for seconds, first, last in rounds]
+        timed[label] = {"ratio": statistics.median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
+                        "seconds": statistics.median(seconds[label] for seconds, _, _ in rounds),
+                        "reference_seconds": statistics.median(first for _, first, _ in rounds), "repeats": repeats}
+    return timed
 
 
 def alternated(first, second, *, repeats: int) -> dict:
-    """Two timings taken in alternation, A B A B ..., after one warm-up round; each callable runs its work once and
-    returns its seconds (:func:`seconds_of`). The ratio first / second is the median over rounds of the round's
-    ratio, with its range, so a drift of the machine's speed, common on shared CPUs, cancels out instead of
-    landing on whichever side was timed later; the seconds are medians too."""
-    if repeats < 1:
-        raise InputError(f"a timing needs at least one repeat, got {repeats}")
-    rounds = [(first(), second()) for _ in range(repeats + 1)][1:]
-    ratios = [a / b for a, b in rounds]
-    return {"ratio": statistics.median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
-            "seconds": statistics.median(a for a, _ in rounds),
-            "reference_seconds": statistics.median(b for _, b in rounds),
-            "repeats": repeats}
+    """:func:`timed_against` of one callable: ``first``'s time as a fraction of ``second``'s (S F S F ... S)."""
+    return timed_against(second, {"first": first}, repeats=repeats)["first"]
 
 
 def seconds_of(work):
     """A callable that runs ``work()`` once and returns its wall time, waiting for a GPU to finish (for
-    :func:`alternated`)."""
+    :func:`timed_against`)."""
     def timed() -> float:
         start = time.perf_counter()
         work()

@@ -17,7 +17,7 @@ from diffprune_core.digits_classifier import classify_samples
 from diffprune_core.errors import InputError
 from diffprune_core.experiments import (TIMING_METRICS, RunSpec, algorithm1_examples, gradient_sums, gradient_sums_dir, load_samples,
                                         load_teacher, replicates, run, run_key, share_gradient_sums, ssim_versus_timesteps, table,
-                                        teacher_spec)
+                                        teacher_spec, timestep_sums)
 from diffprune_core.fid import fid
 from diffprune_core.metrics import mean_ssim, ssim
 from diffprune_core.pipeline import noise_scheduler
@@ -196,7 +196,26 @@ def test_figure5_passes_keep_the_runs_sums_bit_for_bit(spec, tmp_path):
     assert 0 < reports[0]["stopped_at"] <= 600  # the last: midway
     short = tmp_path / "short"
     ssim_versus_timesteps(spec, [1, 3], [spec.seed], root=short, progress=False, workers=1, keep_thresholds=thresholds)
-    assert not (short / "gradients").exists(), "neither T is reached in 3 timesteps: nothing is kept"
+    assert not any(gradient_sums_dir(replace(spec, threshold=threshold), short).exists() for threshold in thresholds), \
+        "neither T is reached in 3 timesteps: nothing is kept for them"
+
+
+def test_figure5_keeps_the_sums_of_a_pass_capped_at_each_k(spec, tmp_path):
+    """The sums a Figure 5 pass keeps at k timesteps, for its points, are those of a pass capped at k (a run with
+    max_timesteps k), bit for bit, wherever k falls in a chunk of timesteps (8 a forward here)."""
+    spec, counts = replace(spec, threshold=0.0), [1, 3, 8, 11]
+    kept, own = tmp_path / "kept", tmp_path / "own"
+    timestep_sums(spec, counts, root=kept)
+    model, examples = load_teacher(spec)
+    batch = algorithm1_examples(examples, spec).images
+    for k in counts:
+        capped = replace(spec, max_timesteps=k)
+        gradient_sums(model, batch, capped, own, progress=False)
+        a, b = (gradient_sums_dir(capped, root) for root in (kept, own))
+        reports = [json.loads((folder / "report.json").read_text()) for folder in (a, b)]
+        assert reports[0] == reports[1] and len(reports[0]["timesteps_used"]) == k
+        sums = [load_file(folder / "gradients.safetensors") for folder in (a, b)]
+        assert sums[0].keys() == sums[1].keys() and all(torch.equal(sums[0][key], sums[1][key]) for key in sums[0])
 
 
 @pytest.mark.parametrize("score_form", ["equation", "released-code"])
@@ -211,13 +230,13 @@ def test_ssim_versus_timesteps(spec, tmp_path, score_form):
                inputs=example_inputs(model))
     samples = ddim_sample(model, n=spec.n_samples, seed=spec.seed, steps=spec.sample_steps, progress=False)
     reference = load_samples(teacher_spec(spec), tmp_path / "runs")
-    assert frame.ssim[1] == pytest.approx(mean_ssim(samples, reference), abs=1e-6)
-    assert frame.ssim_std[1] == pytest.approx(ssim(samples, reference).std().item(), abs=1e-6)
-    if score_form == "equation":  # two seeds in two processes: the first seed's rows unchanged
-        both = ssim_versus_timesteps(spec, [1, 3], [spec.seed, spec.seed + 1], root=tmp_path / "runs", progress=False,
-                                     workers=2)
-        pd.testing.assert_frame_equal(both[both.seed == spec.seed], frame)
-        assert set(both.seed) == {spec.seed, spec.seed + 1}
+    assert frame.ssim[1] == mean_ssim(samples, reference)  # a pass capped at 3 sums what the longer pass kept
+    assert frame.ssim_std[1] == ssim(samples, reference).std().item()
+    if score_form == "equation":  # three seeds, two processes: two waves; the first seed's rows unchanged
+        seeds = [spec.seed, spec.seed + 1, spec.seed + 2]
+        every = ssim_versus_timesteps(spec, [1, 3], seeds, root=tmp_path / "runs", progress=False, workers=2)
+        pd.testing.assert_frame_equal(every[every.seed == spec.seed], frame)
+        assert list(every.seed) == [seed for seed in seeds for _ in range(2)] and list(every.timesteps) == [1, 3] * 3
 
 
 def test_gradient_sums_are_computed_once_per_teacher_batch_and_threshold(spec, tmp_path):

@@ -8,11 +8,12 @@ import torch
 from diffusers import UNet2DModel
 
 from diffprune_core.architectures import example_inputs
-from diffprune_core.checkpoints import load_unet
+from diffprune_core import ldpruner
+from diffprune_core.checkpoints import load_model, load_unet
 from diffprune_core.complexity import count_macs
 from diffprune_core.errors import InputError
 from diffprune_core.experiments import LD_SCORES, RunSpec, load_samples, run_key, table
-from diffprune_core.ldpruner import enumerate_operators, ld_prune
+from diffprune_core.ldpruner import enumerate_operators, ld_prune, ld_scores
 from diffprune_core.sampling import ddim_sample
 
 
@@ -85,6 +86,23 @@ def test_ld_pruner_runs_measure_and_reload(spec, tmp_path):
     scratch_model = load_unet(str(root / run_key(scratch) / "train" / "model"))
     assert json.loads((root / run_key(scratch) / "train" / "model" / "widths.json").read_text()) == widths
     assert not torch.equal(scratch_model.conv_in.weight, model.conv_in.weight)
+
+
+def test_ld_pruner_runs_of_one_teacher_score_its_operators_once(spec, tmp_path, monkeypatch):
+    """The runs without fine-tuning, with it and from scratch prune by one scoring, computed before them: the
+    scores ld_scores gives the teacher, to the last bit."""
+    scorings = []
+    score_operators = ldpruner.score_operators
+    monkeypatch.setattr(ldpruner, "score_operators", lambda *args, **kwargs: (scorings.append(args),
+                                                                              score_operators(*args, **kwargs))[1])
+    root = tmp_path / "runs"
+    specs = [replace(spec, train_steps=0), spec, replace(spec, method="ld-pruner-scratch")]
+    table(specs, root=root, progress=False, workers=1)
+    assert len(scorings) == 1
+    expected = ld_scores(load_model(spec.teacher), n_gen=spec.n_gen, sample_steps=spec.score_steps, seed=spec.seed,
+                         progress=False)
+    for each in specs:
+        pd.testing.assert_frame_equal(pd.read_csv(root / run_key(each) / LD_SCORES), expected, check_exact=True)
 
 
 def test_ld_pruner_run_needs_macs_reduction(spec):

@@ -4,7 +4,7 @@ from diffusers import UNet2DModel
 
 from diffprune_core.errors import InputError
 from diffprune_core import metrics
-from diffprune_core.metrics import mean_ssim, relative_latency, sampling_latency, ssim
+from diffprune_core.metrics import mean_ssim, relative_latencies, sampling_latency, ssim
 
 
 def smooth_images(n: int, seed: int, size: int = 16) -> torch.Tensor:
@@ -59,19 +59,22 @@ def test_sampling_latency_reports_median_times():
         sampling_latency(tiny, batch_size=2, steps=2, repeats=0)
 
 
-def test_relative_latency_alternates_so_drift_cancels(monkeypatch):
-    """A machine that slows down by 10% a round: timed in alternation, B / A stays exactly 2."""
+def test_relative_latencies_time_every_model_against_one_reference_so_drift_cancels(monkeypatch):
+    """A machine that slows down by a tenth at every run: timed A B C A B C ... A after a warm-up round, the reference
+    runs once per round, not once per model, and B / A and C / A stay exactly 2 and 3."""
     calls = []
 
     def fake_latency(model, **kwargs):
         calls.append(model)
-        slowdown = 1.1 ** ((len(calls) - 1) // 2)  # one round = one run of each model
-        return {"seconds_per_batch": {"a": 1.0, "b": 2.0}[model] * slowdown}
+        return {"seconds_per_batch": {"a": 1.0, "b": 2.0, "c": 3.0}[model] * (1 + 0.1 * len(calls))}
 
     monkeypatch.setattr(metrics, "sampling_latency", fake_latency)
-    result = relative_latency("b", "a", batch_size=2, steps=2, repeats=3)
-    assert calls == ["b", "a"] * 4, "one warm-up round, then three, each model in turn"
-    assert result["fraction"] == pytest.approx(2.0)
-    assert result["seconds"] == pytest.approx(2.0 * 1.1 ** 2) and result["reference_seconds"] == pytest.approx(1.1 ** 2)
+    result = relative_latencies({"B": "b", "C": "c"}, "a", batch_size=2, steps=2, repeats=3)
+    assert calls == ["a", "b", "c"] * 4 + ["a"], "a warm-up round, three rounds, the reference again at the end"
+    for label, fraction in (("B", 2.0), ("C", 3.0)):
+        timed = result[label]
+        assert (timed["fraction"], timed["fraction_low"], timed["fraction_high"]) == pytest.approx((fraction,) * 3)
+    # medians over the rounds: the reference at runs 4, 7, 10 (its first of each round), B at runs 5, 8, 11
+    assert result["B"]["seconds"] == pytest.approx(2.0 * 1.8) and result["B"]["reference_seconds"] == pytest.approx(1.7)
     with pytest.raises(InputError):
-        relative_latency("b", "a", batch_size=2, repeats=0)
+        relative_latencies({"B": "b"}, "a", batch_size=2, repeats=0)
