@@ -41,7 +41,7 @@ from .digits_classifier import classify_samples
 from .errors import InputError
 from .fid import fid
 from .fileio import atomic_dir, write_json
-from .ldpruner import ld_prune, ld_scores, prune_by_scores
+from .ldpruner import ld_scores, prune_by_scores
 from .intervals import mean_interval, proportion_interval
 from .metrics import mean_ssim, relative_latencies, ssim
 from .pruner import prune, prune_unet
@@ -142,10 +142,10 @@ def compute_run(spec: RunSpec, out: Path, root, progress: bool) -> None:
     with atomic_dir(out) as tmp:
         pruning = {}
         if spec.method in LD_PRUNER_METHODS:
-            pruning = ld_prune(model, macs_reduction=spec.macs_reduction, n_gen=spec.n_gen,
-                               sample_steps=spec.score_steps, seed=spec.seed,
-                               scores=operator_scores(spec, root, progress))
-            pruning.pop("scores").to_csv(tmp / LD_SCORES, index=False)
+            scores = operator_scores(spec, root, progress)  # ld_prune, with the scoring shared
+            pruning = {"modifications": prune_by_scores(model.unet, scores, macs_reduction=spec.macs_reduction,
+                                                        inputs=example_inputs(model))}
+            scores.to_csv(tmp / LD_SCORES, index=False)
         elif spec.method != "teacher":
             criterion = "magnitude" if spec.method == "scratch" else spec.method
             batch = algorithm1_examples(examples, spec)

@@ -241,11 +241,10 @@ def ld_scores(model, *, n_gen: int = 16, sample_steps: int = 20, seed: int = 0, 
 
 
 def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | None = None, n_gen: int = 16,
-             sample_steps: int = 20, seed: int = 0, progress: bool = True, scores: pd.DataFrame | None = None) -> dict:
+             sample_steps: int = 20, seed: int = 0, progress: bool = True) -> dict:
     """LD-Pruner end to end on a DiffusionModel (or a bare U-Net), in place: score every operator (:func:`ld_scores`),
-    prune the lowest. Exactly one target: a fraction ``macs_reduction`` of the MACs removed, or ``n_operators``
-    modified. ``scores``: the :func:`ld_scores` of this model with these settings, if already computed.
-    Returns the ranking and the (name, modification) pairs applied.
+    prune the lowest (:func:`prune_by_scores`). Exactly one target: a fraction ``macs_reduction`` of the MACs
+    removed, or ``n_operators`` modified. Returns the ranking and the (name, modification) pairs applied.
     """
     if (macs_reduction is None) == (n_operators is None):
         raise InputError("give exactly one of macs_reduction and n_operators")
@@ -255,8 +254,7 @@ def ld_prune(model, *, macs_reduction: float | None = None, n_operators: int | N
     operators = len(enumerate_operators(pipe.unet))
     if n_operators is not None and not 1 <= n_operators <= operators:
         raise InputError(f"n_operators must be in [1, {operators}], got {n_operators}")
-    if scores is None:
-        scores = ld_scores(pipe, n_gen=n_gen, sample_steps=sample_steps, seed=seed, progress=progress)
+    scores = ld_scores(pipe, n_gen=n_gen, sample_steps=sample_steps, seed=seed, progress=progress)
     modifications = prune_by_scores(pipe.unet, scores, macs_reduction=macs_reduction, n_operators=n_operators,
                                     inputs=example_inputs(pipe))
     return {"scores": scores, "modifications": modifications, "macs_reduction_target": macs_reduction,
