@@ -5,6 +5,8 @@ dense one beside the measured ratio of their times, for one U-Net forward at a f
 0.3) for one full DDIM sampling (``--ddim-steps``, batch 1), with the paper's widths and with every width rounded to a multiple of
 ``--multiple-of`` (``pruner.Widths``); for the CIFAR-10 U-Net also at Table 4's MACs targets. Times are taken in
 alternation, dense and pruned, and the ratio is the median over rounds with its range (``metrics.timed_against``).
+On a CPU the allocator counts too: prefix the command with ``tools/build_book.sh``'s ``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_`` to time as the book does (the first printed line says which, ``metrics.allocator``).
 
     .venv/bin/python benchmarks/architecture_speed.py [--models cifar10-32 ...] [--batch-sizes 1 8]
         [--repeats 3] [--ddim cifar10-32] [--device cuda] [--out results/benchmarks/architecture_speed.csv]
@@ -18,7 +20,7 @@ import torch
 
 from diffprune_core.architectures import build_paper_unet, example_inputs, paper_unet_configs
 from diffprune_core.criteria import StructureImportance
-from diffprune_core.metrics import forward_speedups, relative_latencies
+from diffprune_core.metrics import allocator, forward_speedups, relative_latencies
 from diffprune_core.paper import paper_rows
 from diffprune_core.pipeline import DiffusionModel
 from diffprune_core.pruner import paper_widths, prune_unet, search_ratio_for_macs
@@ -52,7 +54,7 @@ def main():
     parser.add_argument("--out", default=None, help="also write the rows to this CSV")
     args = parser.parse_args()
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.repeats} rounds after a warm-up")
+          f"{args.repeats} rounds after a warm-up, {allocator()}")
     rows = []
     for name in args.models:
         dense = build_paper_unet(name)

@@ -580,22 +580,56 @@ class EqualMacs:
     specs: dict = field(default_factory=dict)  # {"dp": {budget: spec}, "ld": {budget: spec}, "scratch": spec}
 
 
-def equal_macs_runs(base: RunSpec, budgets: list, *, root=RUNS_DIR, progress: bool = True,
-                    workers: int | None = None) -> EqualMacs:
-    """Diff-Pruning (``base.ratio``, ``base.threshold``) and LD-Pruner at equal MACs, each at every budget in
-    ``budgets`` (sorted), and LD-Pruner's architecture from scratch at the largest: cached runs, computed
-    ``workers`` at a time (:func:`run_all`)."""
-    budgets = sorted(set(budgets))
-    dp_specs = {steps: replace(base, method="diff-pruning", train_steps=steps) for steps in budgets}
-    dense, *dp = run_all([teacher_spec(base), *dp_specs.values()], root=root, progress=progress, workers=workers)
-    dp = dict(zip(budgets, dp))
-    macs_reduction = round(1 - dp[budgets[0]]["macs"] / dense["macs"], 4)
-    ld_specs = {steps: replace(base, method="ld-pruner", ratio=None, macs_reduction=macs_reduction, train_steps=steps)
-                for steps in budgets}
-    scratch_spec = replace(ld_specs[budgets[-1]], method="ld-pruner-scratch")
-    *ld, scratch = run_all([*ld_specs.values(), scratch_spec], root=root, progress=progress, workers=workers)
-    return EqualMacs(dense=dense, macs_reduction=macs_reduction, dp=dp, ld=dict(zip(budgets, ld)), scratch=scratch,
-                     specs={"dp": dp_specs, "ld": ld_specs, "scratch": scratch_spec})
+def equal_macs_runs(comparisons: list, *, root=RUNS_DIR, progress: bool = True,
+                    workers: int | None = None) -> list:
+    """An :class:`EqualMacs` for each ``(base, budgets)`` in ``comparisons``: Diff-Pruning (``base.ratio``,
+    ``base.threshold``) and LD-Pruner at equal MACs, each at every budget in ``budgets``, and LD-Pruner's
+    architecture from scratch at the largest.
+
+    LD-Pruner's target is the share of the MACs the channel ratio removes (:func:`channel_macs_reduction`), known
+    before any run, so every run of every comparison is one :func:`run_all` (``workers`` at a time): no core waits
+    between the methods or the teachers. Diff-Pruning's runs are checked to remove exactly that share.
+    """
+    plans = []
+    for base, budgets in comparisons:
+        macs_reduction = channel_macs_reduction(base)
+        budgets = sorted(set(budgets))
+        dp = {steps: replace(base, method="diff-pruning", train_steps=steps) for steps in budgets}
+        ld = {steps: replace(base, method="ld-pruner", ratio=None, macs_reduction=macs_reduction, train_steps=steps)
+              for steps in budgets}
+        scratch = replace(ld[budgets[-1]], method="ld-pruner-scratch")
+        plans.append((macs_reduction, {"dp": dp, "ld": ld, "scratch": scratch}))
+    run_all([spec for _, specs in plans for spec in (*specs["dp"].values(), *specs["ld"].values(), specs["scratch"])],
+            root=root, progress=progress, workers=workers)  # with their teachers' runs
+
+    def metrics(spec: RunSpec) -> dict:
+        return run(spec, root=root, progress=progress)
+
+    done = []
+    for macs_reduction, specs in plans:
+        dense = metrics(teacher_spec(specs["scratch"]))
+        dp = {steps: metrics(spec) for steps, spec in specs["dp"].items()}
+        achieved = round(1 - dp[min(dp)]["macs"] / dense["macs"], 4)
+        if achieved != macs_reduction:
+            raise RuntimeError(f"Diff-Pruning removed {achieved} of the MACs, not the {macs_reduction} its ratio's "
+                               "widths remove: its widths depend on more than the ratio")
+        done.append(EqualMacs(dense=dense, macs_reduction=macs_reduction, dp=dp,
+                              ld={steps: metrics(spec) for steps, spec in specs["ld"].items()},
+                              scratch=metrics(specs["scratch"]), specs=specs))
+    return done
+
+
+def channel_macs_reduction(spec: RunSpec) -> float:
+    """The share of the teacher U-Net's MACs that channel pruning at ``spec.ratio`` removes, rounded to four
+    decimals (LD-Pruner's target at equal MACs). The kept widths depend on the ratio alone (``pruner.py``), so
+    magnitude scores give every channel criterion's architecture, without Algorithm 1's gradients."""
+    if spec.ratio is None:
+        raise InputError("equal-MACs runs need a channel ratio: LD-Pruner's target is what it removes")
+    model = load_model(spec.teacher)
+    inputs = example_inputs(model)
+    dense = count_macs(model.unet, inputs)["macs"]
+    prune_unet(model.unet, StructureImportance("magnitude"), ratio=spec.ratio, inputs=inputs)
+    return round(1 - count_macs(model.unet, inputs)["macs"] / dense, 4)
 
 
 def latency_versus_macs(teacher, ranking: pd.DataFrame, ratios: list, *, batch_size: int, steps: int,

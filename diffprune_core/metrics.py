@@ -6,6 +6,7 @@ torchmetrics derives from sigma (2 * int(3.5 sigma + 0.5) + 1): sigma = 1.5 give
 window for images of 32 pixels or more; smaller images (the 16x16 digits) use sigma = 1.5 * 7 / 11,
 a 7x7 window of the same shape, so that a window stays local on so small an image.
 """
+import os
 import statistics
 import time
 
@@ -127,6 +128,18 @@ def timed_against(reference, candidates: dict, *, repeats: int) -> dict:
 def alternated(first, second, *, repeats: int) -> dict:
     """:func:`timed_against` of one callable: ``first``'s time as a fraction of ``second``'s (S F S F ... S)."""
     return timed_against(second, {"first": first}, repeats=repeats)["first"]
+
+
+def allocator() -> str:
+    """How glibc's malloc treats large blocks in this process, in words: a CPU time depends on it. By default a
+    freed block above the mmap threshold (at most 32 MB) goes back to the system and its pages fault in anew at
+    the next use, a third of a forward of the LSUN U-Net on this project's CPU; ``tools/build_book.sh`` keeps
+    them in the heap (``MALLOC_MMAP_THRESHOLD_``)."""
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    if threshold:
+        return (f"glibc's malloc keeping freed blocks below {int(threshold) / 2**30:g} GiB in the heap "
+                "(MALLOC_MMAP_THRESHOLD_)")
+    return "glibc's malloc at its defaults (freed blocks above at most 32 MB returned to the system)"
 
 
 def seconds_of(work):

@@ -8,12 +8,14 @@ import torch
 from diffusers import UNet2DModel
 
 from diffprune_core.architectures import example_inputs
-from diffprune_core import ldpruner
+from diffprune_core import experiments, ldpruner
 from diffprune_core.checkpoints import load_model, load_unet
 from diffprune_core.complexity import count_macs
+from diffprune_core.criteria import StructureImportance
 from diffprune_core.errors import InputError
-from diffprune_core.experiments import LD_SCORES, RunSpec, load_samples, run_key, table
+from diffprune_core.experiments import LD_SCORES, RunSpec, equal_macs_runs, load_samples, run_key, table
 from diffprune_core.ldpruner import enumerate_operators, ld_prune, ld_scores
+from diffprune_core.pruner import prune_unet
 from diffprune_core.sampling import ddim_sample
 
 
@@ -103,6 +105,34 @@ def test_ld_pruner_runs_of_one_teacher_score_its_operators_once(spec, tmp_path, 
                          progress=False)
     for each in specs:
         pd.testing.assert_frame_equal(pd.read_csv(root / run_key(each) / LD_SCORES), expected, check_exact=True)
+
+
+def test_equal_macs_runs_count_the_target_first_and_compute_every_comparison_in_one_pool(spec, tmp_path, monkeypatch):
+    """LD-Pruner's target is the MACs share the ratio's widths remove, counted before any run: what Diff-Pruning's
+    runs remove, checked. The runs of two comparisons (both methods, every budget, scratch) are one run_all."""
+    pools = []
+    run_all = experiments.run_all
+    monkeypatch.setattr(experiments, "run_all",
+                        lambda specs, **kwargs: (pools.append(specs), run_all(specs, **kwargs))[1])
+    base = replace(spec, method="diff-pruning", ratio=0.3, macs_reduction=None, threshold=0.05, max_timesteps=3)
+    comparisons = [(base, [2, 0]), (replace(base, ratio=0.5), [0])]
+    results = equal_macs_runs(comparisons, root=tmp_path / "runs", progress=False, workers=1)
+    assert [len(specs) for specs in pools] == [(2 + 2 + 1) + (1 + 1 + 1)]  # with their teachers: run_all
+    for result, (each, budgets) in zip(results, comparisons):
+        model = load_model(spec.teacher)
+        inputs = example_inputs(model)
+        dense = count_macs(model.unet, inputs)["macs"]
+        prune_unet(model.unet, StructureImportance("random", seed=1), ratio=each.ratio, inputs=inputs)
+        assert result.macs_reduction == round(1 - count_macs(model.unet, inputs)["macs"] / dense, 4) > 0
+        assert sorted(result.dp) == sorted(result.ld) == sorted(budgets)
+        for steps in budgets:
+            assert round(1 - result.dp[steps]["macs"] / result.dense["macs"], 4) == result.macs_reduction
+            assert 1 - result.ld[steps]["macs"] / result.dense["macs"] >= result.macs_reduction
+        assert result.scratch["macs"] == result.ld[max(budgets)]["macs"]
+    assert results[1].macs_reduction > results[0].macs_reduction
+    monkeypatch.setattr(experiments, "channel_macs_reduction", lambda spec: 0.1234)
+    with pytest.raises(RuntimeError, match="depend on more than the ratio"):
+        equal_macs_runs(comparisons[:1], root=tmp_path / "runs", progress=False, workers=1)
 
 
 def test_ld_pruner_run_needs_macs_reduction(spec):

@@ -78,3 +78,10 @@ def test_relative_latencies_time_every_model_against_one_reference_so_drift_canc
     assert result["B"]["seconds"] == pytest.approx(2.0 * 1.8) and result["B"]["reference_seconds"] == pytest.approx(1.7)
     with pytest.raises(InputError):
         relative_latencies({"B": "b"}, "a", batch_size=2, repeats=0)
+
+
+def test_allocator_says_whether_freed_large_blocks_stay_in_the_heap(monkeypatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", str(4 * 2**30))
+    assert "below 4 GiB in the heap" in metrics.allocator()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert "at its defaults" in metrics.allocator()

@@ -11,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export JUPYTER_PATH="$PWD/.venv/share/jupyter"  # the notebooks' python3 kernel is this environment's
 export DIFFPRUNE_PROGRESS=0  # no progress bar in a page (diffprune_core.progress)
+# glibc's malloc returns every freed block above its mmap threshold (at most 32 MB by default) to the system, so
+# each forward of a large U-Net (LSUN at 256x256) faults its activations' pages in anew: a third of its time here.
+# Freed blocks kept in the heap change no number, only times (chapter 8 says which setting timed it: metrics.allocator)
+export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736
 digest=$( { .venv/bin/python -c "from diffprune_core.results import library_digest; print(library_digest())"
            cat data/*/manifest.json; } | sha256sum | cut -c1-16)
 if [ "${1:-}" = "--all" ] || [ "$(cat _build/.library_digest 2>/dev/null)" != "$digest" ]; then
