@@ -117,7 +117,7 @@ def test_equal_macs_runs_count_the_target_first_and_compute_every_comparison_in_
     base = replace(spec, method="diff-pruning", ratio=0.3, macs_reduction=None, threshold=0.05, max_timesteps=3)
     comparisons = [(base, [2, 0]), (replace(base, ratio=0.5), [0])]
     results = equal_macs_runs(comparisons, root=tmp_path / "runs", progress=False, workers=1)
-    assert [len(specs) for specs in pools] == [(2 + 2 + 1) + (1 + 1 + 1)]  # with their teachers: run_all
+    assert [len(specs) for specs in pools] == [(2 + 2 + 1) + (1 + 1 + 1)]  # run_all adds the teachers
     for result, (each, budgets) in zip(results, comparisons):
         model = load_model(spec.teacher)
         inputs = example_inputs(model)
